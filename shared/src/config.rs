@@ -1,0 +1,300 @@
+//! Settings from the environment, each variable named once here. A missing or bad value fails the cold
+//! start with an error naming the variable: a receiver that silently defaults its secret or table is worse
+//! than one that does not start.
+//!
+//! AWS endpoints are not settings of ours: `aws_config` reads `AWS_ENDPOINT_URL` and the per-service
+//! `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL_SECRETS_MANAGER`, which is how
+//! the local emulators are reached without a "local mode" in our code.
+
+use std::{str::FromStr, time::Duration};
+
+use crate::signature::{SigningSecret, DEFAULT_TOLERANCE_SECS};
+
+/// Comma-separated signing secrets, for local runs and tests.
+pub const STRIPE_WEBHOOK_SECRET: &str = "STRIPE_WEBHOOK_SECRET";
+/// ARN of a Secrets Manager secret holding the comma-separated signing secrets (the deployed path).
+pub const STRIPE_WEBHOOK_SECRET_ARN: &str = "STRIPE_WEBHOOK_SECRET_ARN";
+/// Allowed clock difference between Stripe's `t=` and now, both directions.
+pub const STRIPE_SIGNATURE_TOLERANCE_SECS: &str = "STRIPE_SIGNATURE_TOLERANCE_SECS";
+/// `true` or `false`: reject events of the other mode. Unset accepts both.
+pub const STRIPE_LIVEMODE: &str = "STRIPE_LIVEMODE";
+/// The dedup table.
+pub const DEDUP_TABLE_NAME: &str = "DEDUP_TABLE_NAME";
+/// How long an event id is remembered.
+pub const DEDUP_TTL_SECS: &str = "DEDUP_TTL_SECS";
+/// How long a `pending` claim blocks other deliveries of the same event.
+pub const DEDUP_LEASE_SECS: &str = "DEDUP_LEASE_SECS";
+/// The event queue.
+pub const EVENT_QUEUE_URL: &str = "EVENT_QUEUE_URL";
+/// Largest request body accepted; larger gets 413.
+pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
+/// Largest SQS message (body plus attributes) the queue takes; larger bodies are stored in the table.
+pub const SQS_MAX_MESSAGE_BYTES: &str = "SQS_MAX_MESSAGE_BYTES";
+/// CloudWatch namespace of the EMF metrics.
+pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+
+/// Stripe may resend an event for up to 30 days (dashboard resend, `/v1/events` recovery), so a shorter
+/// memory would let a resend through as new.
+pub const DEFAULT_DEDUP_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Longer than a receiver invocation can take (its timeout is 10 s), short enough that a delivery whose
+/// enqueue died with the process is retried well within Stripe's first retry.
+pub const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;
+/// 1 MiB: Stripe events are a few KB to a few hundred KB; API Gateway would take up to 10 MB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// SQS's classic limit (256 KiB). Queues now take 1 MiB, but emulators and older queues do not.
+pub const DEFAULT_SQS_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Default CloudWatch namespace.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "StripeWebhooks";
+
+/// A setting is missing or unusable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable. The value itself is not repeated (it may be a secret).
+    #[error("{var} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Where the signing secrets come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// Given directly (`STRIPE_WEBHOOK_SECRET`).
+    Inline(Vec<SigningSecret>),
+    /// To be fetched once at cold start from Secrets Manager (`STRIPE_WEBHOOK_SECRET_ARN`).
+    SecretsManager {
+        /// The secret's ARN or name.
+        arn: String,
+    },
+}
+
+/// Everything the receiver needs, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct ReceiverConfig {
+    /// Signing secrets, or where to fetch them.
+    pub secrets: SecretSource,
+    /// Signature timestamp tolerance.
+    pub tolerance: Duration,
+    /// Expected `livemode`, if enforced.
+    pub livemode: Option<bool>,
+    /// Dedup table name.
+    pub dedup_table: String,
+    /// How long an event id is remembered.
+    pub dedup_ttl: Duration,
+    /// How long a pending claim blocks concurrent deliveries.
+    pub dedup_lease: Duration,
+    /// Event queue URL.
+    pub event_queue_url: String,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Largest SQS message.
+    pub sqs_max_message_bytes: usize,
+    /// EMF namespace.
+    pub metrics_namespace: String,
+}
+
+/// Everything the processor needs, read once at cold start.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// Dedup table name (bodies too large for SQS are read from it).
+    pub dedup_table: String,
+    /// EMF namespace.
+    pub metrics_namespace: String,
+}
+
+impl ReceiverConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let secrets = match (env.get(STRIPE_WEBHOOK_SECRET), env.get(STRIPE_WEBHOOK_SECRET_ARN)) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: STRIPE_WEBHOOK_SECRET,
+                    reason: "set either it or STRIPE_WEBHOOK_SECRET_ARN, not both",
+                })
+            }
+            (Some(list), None) => {
+                SecretSource::Inline(SigningSecret::parse_list(&list).map_err(|_| {
+                    ConfigError::Invalid {
+                        var: STRIPE_WEBHOOK_SECRET,
+                        reason: "expected one or more comma-separated non-empty secrets",
+                    }
+                })?)
+            }
+            (None, Some(arn)) => SecretSource::SecretsManager { arn },
+            (None, None) => return Err(ConfigError::Missing(STRIPE_WEBHOOK_SECRET)),
+        };
+        let tolerance = env.parse(STRIPE_SIGNATURE_TOLERANCE_SECS, DEFAULT_TOLERANCE_SECS)?;
+        if tolerance == 0 {
+            return Err(ConfigError::Invalid {
+                var: STRIPE_SIGNATURE_TOLERANCE_SECS,
+                reason: "must be at least one second",
+            });
+        }
+        let livemode = match env.get(STRIPE_LIVEMODE).as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: STRIPE_LIVEMODE,
+                    reason: "expected true or false",
+                })
+            }
+        };
+        let dedup_lease = env.parse(DEDUP_LEASE_SECS, DEFAULT_DEDUP_LEASE_SECS)?;
+        let dedup_ttl = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
+        if dedup_lease == 0 || dedup_ttl <= dedup_lease {
+            return Err(ConfigError::Invalid {
+                var: DEDUP_TTL_SECS,
+                reason: "the TTL must be longer than the lease, and the lease at least 1",
+            });
+        }
+        Ok(Self {
+            secrets,
+            tolerance: Duration::from_secs(tolerance),
+            livemode,
+            dedup_table: env.require(DEDUP_TABLE_NAME)?,
+            dedup_ttl: Duration::from_secs(dedup_ttl),
+            dedup_lease: Duration::from_secs(dedup_lease),
+            event_queue_url: env.require(EVENT_QUEUE_URL)?,
+            max_body_bytes: env.parse(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)?,
+            sqs_max_message_bytes: env.parse(SQS_MAX_MESSAGE_BYTES, DEFAULT_SQS_MAX_MESSAGE_BYTES)?,
+            metrics_namespace: env
+                .get(METRICS_NAMESPACE)
+                .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),
+        })
+    }
+}
+
+impl ProcessorConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads settings through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        Ok(Self {
+            dedup_table: env.require(DEDUP_TABLE_NAME)?,
+            metrics_namespace: env
+                .get(METRICS_NAMESPACE)
+                .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),
+        })
+    }
+}
+
+/// Loads the AWS SDK configuration with timeouts suited to a webhook receiver: Stripe waits about 10 s
+/// for an answer, so a hung connection must become a 5xx (and a retry) long before that.
+pub async fn load_aws_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(6))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
+struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// A variable's value; set-but-empty counts as unset, as in a SAM template's optional parameter.
+    fn get(&self, var: &str) -> Option<String> {
+        (self.0)(var).filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, var: &'static str) -> Result<String, ConfigError> {
+        self.get(var).ok_or(ConfigError::Missing(var))
+    }
+
+    fn parse<T: FromStr>(&self, var: &'static str, default: T) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+                var,
+                reason: "expected a non-negative integer",
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn receiver(vars: &[(&str, &str)]) -> Result<ReceiverConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ReceiverConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [(DEDUP_TABLE_NAME, "t"), (EVENT_QUEUE_URL, "http://q")];
+
+    #[test]
+    fn defaults_apply_when_only_the_required_settings_are_given() {
+        let mut vars = BASE.to_vec();
+        vars.push((STRIPE_WEBHOOK_SECRET, "whsec_a,whsec_b"));
+        let config = receiver(&vars).unwrap();
+        assert!(matches!(&config.secrets, SecretSource::Inline(s) if s.len() == 2));
+        assert_eq!(config.tolerance, Duration::from_secs(300));
+        assert_eq!(config.dedup_ttl, Duration::from_secs(2_592_000));
+        assert_eq!(config.livemode, None);
+        assert!(!format!("{config:?}").contains("whsec_a"));
+    }
+
+    #[test]
+    fn missing_and_invalid_settings_name_the_variable() {
+        assert_eq!(
+            receiver(&BASE).unwrap_err(),
+            ConfigError::Missing(STRIPE_WEBHOOK_SECRET)
+        );
+        let cases = [
+            (STRIPE_LIVEMODE, "yes"),
+            (STRIPE_SIGNATURE_TOLERANCE_SECS, "0"),
+            (STRIPE_SIGNATURE_TOLERANCE_SECS, "-5"),
+            (MAX_BODY_BYTES, "lots"),
+            (STRIPE_WEBHOOK_SECRET_ARN, "arn:aws:secretsmanager:x"),
+        ];
+        for (var, value) in cases {
+            let mut vars = BASE.to_vec();
+            vars.push((STRIPE_WEBHOOK_SECRET, "whsec_a"));
+            vars.push((var, value));
+            let err = receiver(&vars).unwrap_err();
+            assert!(
+                err.to_string().contains(var) || err.to_string().contains(STRIPE_WEBHOOK_SECRET),
+                "{err}"
+            );
+            assert!(!err.to_string().contains(value), "{err} repeats the value");
+        }
+        let err = receiver(&[(STRIPE_WEBHOOK_SECRET, "whsec_a")]).unwrap_err();
+        assert_eq!(err, ConfigError::Missing(DEDUP_TABLE_NAME));
+    }
+
+    #[test]
+    fn an_arn_selects_secrets_manager() {
+        let mut vars = BASE.to_vec();
+        vars.push((STRIPE_WEBHOOK_SECRET_ARN, "arn:aws:secretsmanager:us-east-1:1:secret:x"));
+        vars.push((STRIPE_LIVEMODE, "true"));
+        let config = receiver(&vars).unwrap();
+        assert!(matches!(config.secrets, SecretSource::SecretsManager { .. }));
+        assert_eq!(config.livemode, Some(true));
+    }
+}

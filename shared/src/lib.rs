@@ -1,0 +1,30 @@
+//! # stripe-pipeline
+//!
+//! The library both Lambdas of the Stripe webhook pipeline are built on:
+//!
+//! ```text
+//! Stripe ─POST─▶ receiver: signature ─▶ event ─▶ dedup (claim) ─▶ queue (enqueue) ─▶ dedup (mark) ─▶ 200
+//! SQS ─▶ processor: queue (parse body) ─▶ event ─▶ handlers ─▶ partial batch response
+//! ```
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`signature`] | `Stripe-Signature` verification and signing |
+//! | [`event`] | the event envelope and event types |
+//! | [`dedup`] | the dedup table: claim, mark, release; bodies too large for SQS |
+//! | [`queue`] | the event queue and its message format |
+//! | [`config`] | every environment variable, read once at cold start |
+//! | [`secrets`] | the signing secrets from Secrets Manager |
+//! | [`telemetry`] | JSON logs, outcomes, EMF metrics |
+//!
+//! Each AWS service is called from one module: DynamoDB from `dedup`, SQS from `queue`, Secrets Manager
+//! from `secrets`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dedup;
+pub mod event;
+pub mod queue;
+pub mod secrets;
+pub mod signature;
+pub mod telemetry;

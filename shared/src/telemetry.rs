@@ -1,0 +1,134 @@
+//! Logs and metrics: one JSON log line per decision, and a CloudWatch EMF metric line per outcome.
+//!
+//! Log fields are fixed (`event_id`, `event_type`, `outcome`, `reason`, `latency_ms`, `source_ip`) so
+//! CloudWatch Logs Insights queries stay stable. Bodies, signature headers and secrets are never logged.
+//! Metrics use the Embedded Metric Format: a JSON line on stdout that CloudWatch turns into metrics with
+//! no API call (and so no latency or IAM permission) in the request path.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing_subscriber::EnvFilter;
+
+/// What became of one delivery (receiver) or one message (processor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Newly claimed and put on the queue.
+    Enqueued,
+    /// Already on the queue: acknowledged, nothing sent.
+    Duplicate,
+    /// Another delivery is enqueueing the same event: Stripe is asked to retry.
+    InFlight,
+    /// Refused: bad signature, not an event, wrong mode, too large, wrong method.
+    Rejected,
+    /// Our side or AWS failed: Stripe is asked to retry.
+    Failed,
+    /// Processed by a handler.
+    Handled,
+    /// Acknowledged without action (an event type nothing handles).
+    Ignored,
+}
+
+impl Outcome {
+    /// The snake_case name used in logs and as the metric dimension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enqueued => "enqueued",
+            Self::Duplicate => "duplicate",
+            Self::InFlight => "in_flight",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Handled => "handled",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Installs the JSON subscriber. Level from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), then
+/// `RUST_LOG`, else `info`. No timestamp (CloudWatch stamps each line) and no target (noise).
+pub fn init() {
+    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .map(|level| level.to_lowercase())
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// Emits EMF metric lines for one function.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    namespace: String,
+    function: &'static str,
+}
+
+impl Metrics {
+    /// Metrics in `namespace`, dimensioned by `function` (`receiver`, `processor`).
+    pub fn new(namespace: impl Into<String>, function: &'static str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            function,
+        }
+    }
+
+    /// The EMF document for one outcome: a count of 1 and the latency, by function and outcome.
+    pub fn document(&self, outcome: Outcome, latency_ms: u64) -> serde_json::Value {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [["Function", "Outcome"]],
+                    "Metrics": [
+                        {"Name": "Events", "Unit": "Count"},
+                        {"Name": "LatencyMs", "Unit": "Milliseconds"}
+                    ]
+                }]
+            },
+            "Function": self.function,
+            "Outcome": outcome.as_str(),
+            "Events": 1,
+            "LatencyMs": latency_ms,
+        })
+    }
+
+    /// Writes one outcome's metric line to stdout, where Lambda ships it to CloudWatch.
+    pub fn record(&self, outcome: Outcome, latency_ms: u64) {
+        println!("{}", self.document(outcome, latency_ms));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_document_declares_the_metrics_it_carries() {
+        let doc = Metrics::new("Ns", "receiver").document(Outcome::InFlight, 12);
+        let declared = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], "Ns");
+        for metric in declared["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(doc[name].is_number(), "{name} declared but not present");
+        }
+        for dimension in declared["Dimensions"][0].as_array().unwrap() {
+            assert!(doc[dimension.as_str().unwrap()].is_string());
+        }
+        assert_eq!(doc["Outcome"], "in_flight");
+    }
+}
