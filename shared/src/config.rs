@@ -117,7 +117,10 @@ impl ReceiverConfig {
     /// Reads settings through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let secrets = match (env.get(STRIPE_WEBHOOK_SECRET), env.get(STRIPE_WEBHOOK_SECRET_ARN)) {
+        let secrets = match (
+            env.get(STRIPE_WEBHOOK_SECRET),
+            env.get(STRIPE_WEBHOOK_SECRET_ARN),
+        ) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::Invalid {
                     var: STRIPE_WEBHOOK_SECRET,
@@ -170,7 +173,8 @@ impl ReceiverConfig {
             dedup_lease: Duration::from_secs(dedup_lease),
             event_queue_url: env.require(EVENT_QUEUE_URL)?,
             max_body_bytes: env.parse(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)?,
-            sqs_max_message_bytes: env.parse(SQS_MAX_MESSAGE_BYTES, DEFAULT_SQS_MAX_MESSAGE_BYTES)?,
+            sqs_max_message_bytes: env
+                .parse(SQS_MAX_MESSAGE_BYTES, DEFAULT_SQS_MAX_MESSAGE_BYTES)?,
             metrics_namespace: env
                 .get(METRICS_NAMESPACE)
                 .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),
@@ -291,10 +295,16 @@ mod tests {
     #[test]
     fn an_arn_selects_secrets_manager() {
         let mut vars = BASE.to_vec();
-        vars.push((STRIPE_WEBHOOK_SECRET_ARN, "arn:aws:secretsmanager:us-east-1:1:secret:x"));
+        vars.push((
+            STRIPE_WEBHOOK_SECRET_ARN,
+            "arn:aws:secretsmanager:us-east-1:1:secret:x",
+        ));
         vars.push((STRIPE_LIVEMODE, "true"));
         let config = receiver(&vars).unwrap();
-        assert!(matches!(config.secrets, SecretSource::SecretsManager { .. }));
+        assert!(matches!(
+            config.secrets,
+            SecretSource::SecretsManager { .. }
+        ));
         assert_eq!(config.livemode, Some(true));
     }
 }

@@ -137,7 +137,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn fixture_files() -> Vec<(String, Vec<u8>)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/stripe/events");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/stripe/events"
+        );
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())

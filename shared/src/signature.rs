@@ -168,7 +168,11 @@ fn parse_timestamp(value: &str) -> Result<u64, SignatureError> {
 
 /// Decodes a `v1` value only if it is lowercase hex of the right length; anything else can never match.
 fn decode_v1(value: &str) -> Option<[u8; 32]> {
-    if value.len() != 64 || !value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if value.len() != 64
+        || !value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return None;
     }
     let mut out = [0u8; 32];
@@ -247,13 +251,20 @@ fn signed_payload_mac(secret: &SigningSecret, timestamp: u64, payload: &[u8]) ->
 
 /// The `v1` signature Stripe would send for `payload` at `timestamp`, as lowercase hex.
 pub fn compute_v1(payload: &[u8], secret: &SigningSecret, timestamp: u64) -> String {
-    hex::encode(signed_payload_mac(secret, timestamp, payload).finalize().into_bytes())
+    hex::encode(
+        signed_payload_mac(secret, timestamp, payload)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// A complete `Stripe-Signature` header value (`t=..,v1=..`) for `payload`, as Stripe would send it.
 /// For tests and the local sender.
 pub fn sign(payload: &[u8], secret: &SigningSecret, timestamp: u64) -> String {
-    format!("t={timestamp},v1={}", compute_v1(payload, secret, timestamp))
+    format!(
+        "t={timestamp},v1={}",
+        compute_v1(payload, secret, timestamp)
+    )
 }
 
 /// Seconds since the Unix epoch; 0 for a clock before 1970 (which then rejects every delivery as future).
@@ -344,7 +355,11 @@ mod tests {
                 "error" => {
                     let kinds = expected_error(v.error_kind.as_deref().unwrap());
                     let err = got.expect_err(&v.name);
-                    assert!(kinds.contains(&err), "{}: expected {kinds:?}, got {err:?}", v.name);
+                    assert!(
+                        kinds.contains(&err),
+                        "{}: expected {kinds:?}, got {err:?}",
+                        v.name
+                    );
                 }
                 other => panic!("unknown expect {other}"),
             }
@@ -404,7 +419,8 @@ mod tests {
     #[test]
     fn secrets_never_show_in_debug_output() {
         let secret = SigningSecret::new("whsec_do_not_print_me").unwrap();
-        let verifier = SignatureVerifier::new(vec![secret.clone()], Duration::from_secs(1)).unwrap();
+        let verifier =
+            SignatureVerifier::new(vec![secret.clone()], Duration::from_secs(1)).unwrap();
         for shown in [format!("{secret:?}"), format!("{verifier:?}")] {
             assert!(!shown.contains("do_not_print_me"), "{shown}");
             assert!(shown.contains("[redacted]"), "{shown}");
@@ -418,7 +434,10 @@ mod tests {
             SigningSecret::parse_list("whsec_a,,whsec_b"),
             Err(SignatureError::EmptySecret)
         );
-        assert_eq!(SigningSecret::parse_list("whsec_a, whsec_b").unwrap().len(), 2);
+        assert_eq!(
+            SigningSecret::parse_list("whsec_a, whsec_b").unwrap().len(),
+            2
+        );
         assert!(SignatureVerifier::new(vec![], Duration::from_secs(1)).is_err());
     }
 

@@ -45,6 +45,18 @@ impl DynamoDedupStore {
         }
     }
 
+    /// A store for a reader of stashed bodies (the processor), which never claims: TTL and lease
+    /// are those of the defaults and unused.
+    pub fn for_reading(client: Client, table: impl Into<String>) -> Self {
+        use crate::config::{DEFAULT_DEDUP_LEASE_SECS, DEFAULT_DEDUP_TTL_SECS};
+        Self::new(
+            client,
+            table,
+            Duration::from_secs(DEFAULT_DEDUP_TTL_SECS),
+            Duration::from_secs(DEFAULT_DEDUP_LEASE_SECS),
+        )
+    }
+
     async fn consistent_get(&self, key: String) -> Result<Option<Item>, DedupError> {
         let output = self
             .client

@@ -158,7 +158,10 @@ mod tests {
         let Claim::New(token) = store.claim("evt_1", "x", NOW).await.unwrap() else {
             panic!("first claim must be new")
         };
-        assert_eq!(store.claim("evt_1", "x", NOW + 1).await.unwrap(), Claim::InFlight);
+        assert_eq!(
+            store.claim("evt_1", "x", NOW + 1).await.unwrap(),
+            Claim::InFlight
+        );
         assert!(store.mark_enqueued("evt_1", &token, NOW + 1).await.unwrap());
         assert_eq!(
             store.claim("evt_1", "x", NOW + 2).await.unwrap(),
@@ -177,9 +180,15 @@ mod tests {
             panic!("lease over: must be claimable")
         };
         // THEN the dead holder can neither mark nor release the new claim
-        assert!(!store.mark_enqueued("evt_1", &stale, NOW + 32).await.unwrap());
+        assert!(!store
+            .mark_enqueued("evt_1", &stale, NOW + 32)
+            .await
+            .unwrap());
         store.release("evt_1", &stale).await.unwrap();
-        assert!(store.mark_enqueued("evt_1", &fresh, NOW + 32).await.unwrap());
+        assert!(store
+            .mark_enqueued("evt_1", &fresh, NOW + 32)
+            .await
+            .unwrap());
         // AND an enqueued record frees the event only once expired
         assert_eq!(
             store.claim("evt_1", "x", NOW + 31 + 1000).await.unwrap(),

@@ -6,9 +6,9 @@
 //! SQS refuses — is stashed in the dedup table and the message carries a [`StashedBody`] reference
 //! instead (`body_location = dedup_table`): the claim-check pattern, so no event is lost to a size limit.
 
-mod sqs;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
+mod sqs;
 
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryEventQueue;
@@ -173,8 +173,9 @@ mod tests {
     use super::*;
 
     fn message(body: &str) -> QueueMessage {
-        let event = EventEnvelope::parse(br#"{"id":"evt_1","type":"invoice.paid","livemode":false}"#)
-            .unwrap();
+        let event =
+            EventEnvelope::parse(br#"{"id":"evt_1","type":"invoice.paid","livemode":false}"#)
+                .unwrap();
         QueueMessage::inline(&event, body.to_owned())
     }
 

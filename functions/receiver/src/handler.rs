@@ -1,0 +1,528 @@
+//! `POST /webhooks/stripe`: verify, claim, enqueue, answer.
+//!
+//! The answer is what tells Stripe whether to retry, so each one is chosen for that: 2xx only once the
+//! event is safely on the queue (or already was), 4xx for deliveries no retry can fix, and 409 / 5xx
+//! whenever a retry might succeed. All of it is decided in one place, [`ReceiverError::status`].
+
+use std::{net::IpAddr, time::Instant};
+
+use lambda_http::{
+    http::{header, Method, StatusCode},
+    Body, Request, RequestExt, Response,
+};
+use stripe_pipeline::{
+    dedup::{Claim, DedupError, DedupStore},
+    event::{EventEnvelope, EventError},
+    queue::{EventQueue, QueueError, QueueMessage},
+    signature::{unix_now, SignatureError, SignatureVerifier},
+    telemetry::{Metrics, Outcome},
+};
+use tracing::{error, info, warn};
+
+/// The route this function serves (after any API Gateway stage prefix).
+pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
+const SIGNATURE_HEADER: &str = "stripe-signature";
+
+/// Everything a request needs, built once at cold start.
+#[derive(Debug)]
+pub struct App<S, Q> {
+    /// Checks `Stripe-Signature`.
+    pub verifier: SignatureVerifier,
+    /// The dedup table.
+    pub store: S,
+    /// The event queue.
+    pub queue: Q,
+    /// Expected `livemode`, if enforced.
+    pub livemode: Option<bool>,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Largest message the queue takes.
+    pub sqs_max_message_bytes: usize,
+    /// EMF metrics.
+    pub metrics: Metrics,
+}
+
+/// Why a delivery was not (or not yet) accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    /// Any path but [`WEBHOOK_PATH`].
+    #[error("not found")]
+    NotFound,
+    /// Any method but POST.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Body over the configured limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// The signature does not hold.
+    #[error("invalid signature")]
+    Signature(#[from] SignatureError),
+    /// Signed, but not a Stripe event.
+    #[error("not a stripe event")]
+    NotAnEvent(#[from] EventError),
+    /// A test-mode event at a live endpoint or the reverse: the endpoint's secret belongs to the other
+    /// mode's stack. Retrying cannot help; the operator must fix the configuration.
+    #[error("livemode mismatch")]
+    LivemodeMismatch,
+    /// Another request is enqueueing the same event right now.
+    #[error("event is being processed")]
+    InFlight,
+    /// The dedup table failed.
+    #[error("temporarily unavailable")]
+    Dedup(#[from] DedupError),
+    /// The queue failed.
+    #[error("temporarily unavailable")]
+    Queue(#[from] QueueError),
+}
+
+impl ReceiverError {
+    /// The one place errors become HTTP statuses.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Signature(_) => StatusCode::UNAUTHORIZED,
+            Self::NotAnEvent(_) | Self::LivemodeMismatch => StatusCode::BAD_REQUEST,
+            // Not 2xx: the other attempt may still fail, and then only a retry saves the event.
+            Self::InFlight => StatusCode::CONFLICT,
+            Self::Dedup(_) | Self::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::InFlight => Outcome::InFlight,
+            Self::Dedup(_) | Self::Queue(_) => Outcome::Failed,
+            _ => Outcome::Rejected,
+        }
+    }
+
+    /// A stable snake_case reason for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Signature(e) => e.kind(),
+            Self::NotAnEvent(_) => "not_an_event",
+            Self::LivemodeMismatch => "livemode_mismatch",
+            Self::InFlight => "in_flight",
+            Self::Dedup(_) => "dedup_unavailable",
+            Self::Queue(_) => "queue_unavailable",
+        }
+    }
+}
+
+/// What an accepted delivery amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Accepted {
+    Enqueued,
+    Duplicate,
+}
+
+/// The event a decision concerns, once known, for the log line.
+#[derive(Default)]
+struct Seen {
+    event_id: Option<String>,
+    event_type: Option<String>,
+}
+
+/// Handles one request. Never fails: every outcome is an HTTP answer.
+pub async fn handle<S: DedupStore, Q: EventQueue>(
+    app: &App<S, Q>,
+    request: Request,
+) -> Result<Response<Body>, lambda_http::Error> {
+    let started = Instant::now();
+    let mut seen = Seen::default();
+    let result = receive(app, &request, &mut seen).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let event_id = seen.event_id.as_deref().unwrap_or("");
+    let event_type = seen.event_type.as_deref().unwrap_or("");
+    let (outcome, response) = match result {
+        Ok(accepted) => {
+            let outcome = match accepted {
+                Accepted::Enqueued => Outcome::Enqueued,
+                Accepted::Duplicate => Outcome::Duplicate,
+            };
+            info!(event_id, event_type, outcome = %outcome, latency_ms, "webhook accepted");
+            let body = serde_json::json!({ "status": outcome.as_str() });
+            (outcome, respond(StatusCode::OK, &body))
+        }
+        Err(err) => {
+            let outcome = err.outcome();
+            let reason = err.reason();
+            match &err {
+                ReceiverError::Dedup(_) | ReceiverError::Queue(_) => {
+                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
+                }
+                ReceiverError::LivemodeMismatch => {
+                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, expected_livemode = ?app.livemode, "webhook from the other mode: this endpoint's secret belongs to a stack of the other mode");
+                }
+                ReceiverError::InFlight => {
+                    info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
+                }
+                _ => {
+                    let source_ip = source_ip(&request).map(|ip| ip.to_string());
+                    warn!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip = source_ip.as_deref().unwrap_or(""), "webhook rejected");
+                }
+            }
+            let body = serde_json::json!({ "error": err.to_string() });
+            let mut response = respond(err.status(), &body);
+            if matches!(err, ReceiverError::MethodNotAllowed) {
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            }
+            (outcome, response)
+        }
+    };
+    app.metrics.record(outcome, latency_ms);
+    Ok(response)
+}
+
+async fn receive<S: DedupStore, Q: EventQueue>(
+    app: &App<S, Q>,
+    request: &Request,
+    seen: &mut Seen,
+) -> Result<Accepted, ReceiverError> {
+    if !request.uri().path().ends_with(WEBHOOK_PATH) {
+        return Err(ReceiverError::NotFound);
+    }
+    if request.method() != Method::POST {
+        return Err(ReceiverError::MethodNotAllowed);
+    }
+    // lambda_http has already base64-decoded the body when API Gateway flagged it: these are the bytes
+    // Stripe signed. They are verified and enqueued as they are, never re-serialized.
+    let body: &[u8] = request.body().as_ref();
+    if body.len() > app.max_body_bytes {
+        return Err(ReceiverError::PayloadTooLarge);
+    }
+    let header = request
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .map(|v| v.to_str().map_err(|_| SignatureError::MalformedHeader))
+        .transpose()?;
+    app.verifier.verify(body, header)?;
+
+    let event = EventEnvelope::parse(body)?;
+    seen.event_id = Some(event.id.clone());
+    seen.event_type = Some(event.event_type.to_string());
+    if let Some(expected) = app.livemode {
+        if event.livemode != Some(expected) {
+            return Err(ReceiverError::LivemodeMismatch);
+        }
+    }
+
+    let now = unix_now();
+    let token = match app
+        .store
+        .claim(&event.id, event.event_type.as_str(), now)
+        .await?
+    {
+        Claim::New(token) => token,
+        Claim::AlreadyEnqueued => return Ok(Accepted::Duplicate),
+        Claim::InFlight => return Err(ReceiverError::InFlight),
+    };
+    if let Err(err) = enqueue(app, &event, body, now).await {
+        // Give the event back so Stripe's retry can claim it at once. If this fails too, the lease
+        // expiring frees it a little later.
+        if let Err(release) = app.store.release(&event.id, &token).await {
+            error!(event_id = %event.id, error = %error_chain(&release), "could not release claim; it frees itself when the lease ends");
+        }
+        return Err(err);
+    }
+    match app.store.mark_enqueued(&event.id, &token, unix_now()).await {
+        Ok(true) => {}
+        // The message is on the queue, which is what the 200 promises. Unmarked, a redelivery after the
+        // lease may enqueue a second copy; the processor is idempotent per event id, so that is harmless.
+        Ok(false) => {
+            warn!(event_id = %event.id, "claim was taken over before it was marked; a second copy may be enqueued")
+        }
+        Err(err) => {
+            error!(event_id = %event.id, error = %error_chain(&err), "enqueued but not marked; a second copy may be enqueued")
+        }
+    }
+    Ok(Accepted::Enqueued)
+}
+
+/// Sends the event inline when SQS can carry it, otherwise stashes the body in the dedup table and sends
+/// a reference.
+async fn enqueue<S: DedupStore, Q: EventQueue>(
+    app: &App<S, Q>,
+    event: &EventEnvelope,
+    body: &[u8],
+    now: u64,
+) -> Result<(), ReceiverError> {
+    let inline = std::str::from_utf8(body)
+        .ok()
+        .map(|text| QueueMessage::inline(event, text.to_owned()))
+        .filter(|message| message.fits(app.sqs_max_message_bytes));
+    let message = match inline {
+        Some(message) => message,
+        None => {
+            let stashed = app.store.stash_body(&event.id, body, now).await?;
+            info!(event_id = %event.id, bytes = body.len(), chunks = stashed.chunks, "body stashed in the dedup table");
+            QueueMessage::inline(event, String::new()).stashed(stashed)
+        }
+    };
+    app.queue.enqueue(&message).await?;
+    Ok(())
+}
+
+fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The caller's address as API Gateway saw it (not a header the caller controls), for rejected requests.
+fn source_ip(request: &Request) -> Option<IpAddr> {
+    use lambda_http::request::RequestContext;
+    match request.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref()?.parse().ok(),
+        RequestContext::ApiGatewayV1(context) => {
+            context.identity.source_ip.as_deref()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// An error and its sources on one line, for logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lambda_http::http;
+    use stripe_pipeline::{
+        dedup::{ClaimStatus, MemoryDedupStore},
+        queue::{MemoryEventQueue, MessageBody},
+        signature::{sign, SigningSecret},
+    };
+
+    use super::*;
+    use base64::Engine as _;
+
+    const SECRET: &str = "whsec_unit_test_secret";
+
+    fn app() -> App<MemoryDedupStore, MemoryEventQueue> {
+        App {
+            verifier: SignatureVerifier::new(
+                vec![SigningSecret::new(SECRET).unwrap()],
+                Duration::from_secs(300),
+            )
+            .unwrap(),
+            store: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
+            queue: MemoryEventQueue::new(),
+            livemode: Some(false),
+            max_body_bytes: 1024 * 1024,
+            sqs_max_message_bytes: 256 * 1024,
+            metrics: Metrics::new("Test", "receiver"),
+        }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../../tests/fixtures/stripe/events/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(path).unwrap()
+    }
+
+    fn signed(body: &[u8], t: u64) -> Request {
+        let secret = SigningSecret::new(SECRET).unwrap();
+        post(body, Some(&sign(body, &secret, t)))
+    }
+
+    fn post(body: &[u8], signature: Option<&str>) -> Request {
+        let mut builder = http::Request::builder()
+            .method("POST")
+            .uri("https://example.com/webhooks/stripe");
+        if let Some(signature) = signature {
+            builder = builder.header("Stripe-Signature", signature);
+        }
+        builder.body(Body::Binary(body.to_vec())).unwrap()
+    }
+
+    async fn status(app: &App<MemoryDedupStore, MemoryEventQueue>, request: Request) -> u16 {
+        handle(app, request).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn a_new_event_is_enqueued_once_with_its_raw_bytes_and_marked() {
+        let app = app();
+        let body = fixture("invoice.paid");
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 200);
+        let messages = app.queue.messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(
+            messages[0].body,
+            MessageBody::Inline(String::from_utf8(body).unwrap())
+        );
+        assert_eq!(messages[0].event_type, "invoice.paid");
+        let record = app
+            .store
+            .lookup(&messages[0].event_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.status, ClaimStatus::Enqueued);
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_with_a_fresh_signature_is_acknowledged_without_a_second_message() {
+        let app = app();
+        let body = fixture("charge.refunded");
+        assert_eq!(status(&app, signed(&body, unix_now() - 100)).await, 200);
+        let response = handle(&app, signed(&body, unix_now())).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), br#"{"status":"duplicate"}"#);
+        assert_eq!(app.queue.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn signature_failures_are_401_and_touch_nothing() {
+        let app = app();
+        let body = fixture("invoice.paid");
+        let mut tampered = body.clone();
+        tampered[10] ^= 1;
+        let secret = SigningSecret::new(SECRET).unwrap();
+        let cases = [
+            post(&body, None),
+            post(&body, Some("garbage")),
+            post(&tampered, Some(&sign(&body, &secret, unix_now()))),
+            signed(&body, unix_now() - 301),
+            signed(&body, unix_now() + 301),
+        ];
+        for request in cases {
+            assert_eq!(status(&app, request).await, 401);
+        }
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn signed_bodies_that_are_not_events_or_of_the_wrong_mode_are_400() {
+        let app = app();
+        assert_eq!(status(&app, signed(b"not json", unix_now())).await, 400);
+        assert_eq!(
+            status(&app, signed(br#"{"object":"event"}"#, unix_now())).await,
+            400
+        );
+        let live = br#"{"id":"evt_live","type":"invoice.paid","livemode":true}"#;
+        assert_eq!(status(&app, signed(live, unix_now())).await, 400);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn wrong_route_method_and_size_get_their_status() {
+        let mut app = app();
+        let body = fixture("invoice.paid");
+        let mut get = signed(&body, unix_now());
+        *get.method_mut() = Method::GET;
+        let response = handle(&app, get).await.unwrap();
+        assert_eq!(response.status(), 405);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        let mut elsewhere = signed(&body, unix_now());
+        *elsewhere.uri_mut() = "https://example.com/other".parse().unwrap();
+        assert_eq!(status(&app, elsewhere).await, 404);
+        app.max_body_bytes = body.len() - 1;
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 413);
+    }
+
+    #[tokio::test]
+    async fn a_concurrent_claim_gets_409_and_no_message() {
+        let app = app();
+        let body = fixture("invoice.paid");
+        let event = EventEnvelope::parse(&body).unwrap();
+        // GIVEN another delivery holding the claim
+        app.store
+            .claim(&event.id, "invoice.paid", unix_now())
+            .await
+            .unwrap();
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 409);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_queue_failure_is_503_and_releases_the_claim_so_a_retry_succeeds() {
+        let app = app();
+        let body = fixture("payment_intent.succeeded");
+        app.queue.set_unavailable(true);
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 503);
+        let id = EventEnvelope::parse(&body).unwrap().id;
+        assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+        app.queue.set_unavailable(false);
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 200);
+        assert_eq!(app.queue.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_is_503_and_sends_nothing() {
+        let app = app();
+        app.store.set_unavailable(true);
+        let body = fixture("payment_intent.succeeded");
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 503);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_too_large_for_sqs_is_stashed_and_referenced() {
+        let mut app = app();
+        app.sqs_max_message_bytes = 1000;
+        let body = fixture("invoice.paid");
+        assert!(body.len() > 1000);
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 200);
+        let messages = app.queue.messages();
+        let MessageBody::Stashed(stashed) = &messages[0].body else {
+            panic!("expected a stashed body")
+        };
+        assert_eq!(app.store.fetch_body(stashed).await.unwrap(), body);
+    }
+
+    #[tokio::test]
+    async fn api_gateway_base64_bodies_are_verified_on_the_decoded_bytes() {
+        // GIVEN an HTTP API (payload 2.0) event whose body API Gateway base64-encoded
+        let app = app();
+        let body = fixture("customer.created");
+        let secret = SigningSecret::new(SECRET).unwrap();
+        let event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": "POST /webhooks/stripe",
+            "rawPath": "/webhooks/stripe",
+            "rawQueryString": "",
+            "headers": {"stripe-signature": sign(&body, &secret, unix_now()), "content-type": "application/json"},
+            "requestContext": {
+                "accountId": "1", "apiId": "a", "domainName": "x", "domainPrefix": "x",
+                "http": {"method": "POST", "path": "/webhooks/stripe", "protocol": "HTTP/1.1",
+                         "sourceIp": "203.0.113.9", "userAgent": "Stripe/1.0"},
+                "requestId": "r", "routeKey": "POST /webhooks/stripe", "stage": "$default",
+                "time": "24/Nov/2026:00:00:00 +0000", "timeEpoch": 0
+            },
+            "body": base64::engine::general_purpose::STANDARD.encode(&body),
+            "isBase64Encoded": true
+        });
+        let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+        assert_eq!(source_ip(&request), Some("203.0.113.9".parse().unwrap()));
+        // WHEN it is handled THEN the signature holds over the decoded bytes
+        assert_eq!(status(&app, request).await, 200);
+        assert_eq!(
+            app.queue.messages()[0].body,
+            MessageBody::Inline(String::from_utf8(body).unwrap())
+        );
+    }
+}
