@@ -1,1 +1,325 @@
-//! placeholder
+//! Shared set-up for the integration tests: the emulators (DynamoDB Local, moto's SQS and Secrets
+//! Manager), fresh resources per test created from `template.yaml` by `infra/resources.py` (the same
+//! script `make dev` uses), real AWS SDK clients pointed at them, and the Stripe fixtures.
+//!
+//! The emulators are started by `make test` (`infra/test.sh`); when a test is run on its own with
+//! `cargo test`, they are started here if nothing answers on their ports.
+#![allow(missing_docs, unreachable_pub)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use lambda_http::{http, Body, Request};
+use stripe_pipeline::{
+    dedup::DynamoDedupStore,
+    queue::SqsEventQueue,
+    signature::{sign, unix_now, SignatureVerifier, SigningSecret},
+    telemetry::Metrics,
+};
+
+pub const REGION: &str = "us-east-1";
+pub const SECRET: &str = "whsec_integration_test_secret_0123456789";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
+}
+
+pub fn sqs_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_SQS").unwrap_or_else(|_| "http://127.0.0.1:5050".into())
+}
+
+pub fn secrets_manager_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER").unwrap_or_else(|_| sqs_endpoint())
+}
+
+/// An address where nothing listens: a dependency that is down.
+pub const UNREACHABLE: &str = "http://127.0.0.1:9";
+
+fn answers(url: &str) -> bool {
+    let address = url.trim_start_matches("http://");
+    std::net::TcpStream::connect_timeout(
+        &match address.parse() {
+            Ok(a) => a,
+            Err(_) => return false,
+        },
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+/// Starts the emulators once per test process if they are not already running.
+pub fn ensure_emulators() {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        if answers(&dynamodb_endpoint()) && answers(&sqs_endpoint()) {
+            return;
+        }
+        let status = Command::new("bash")
+            .arg(repo_root().join("infra/emulators.sh"))
+            .arg("start")
+            .status()
+            .expect("run infra/emulators.sh start");
+        assert!(status.success(), "infra/emulators.sh start failed");
+    });
+}
+
+/// The table and queues of one test, created from template.yaml with a unique prefix.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub prefix: String,
+    pub dedup_table: String,
+    pub event_queue_url: String,
+    pub dead_letter_queue_url: String,
+}
+
+impl Resources {
+    pub fn create() -> Self {
+        ensure_emulators();
+        let prefix = format!("it{:08x}", fastrand::u32(..));
+        let output = Command::new(python())
+            .arg(repo_root().join("infra/resources.py"))
+            .args(["create", "--prefix", &prefix, "--json"])
+            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+            .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint())
+            .output()
+            .expect("run infra/resources.py");
+        assert!(
+            output.status.success(),
+            "resources.py failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let created: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("resources.py prints JSON");
+        let field = |name: &str| {
+            created[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name} missing from resources.py output"))
+                .to_owned()
+        };
+        Self {
+            prefix,
+            dedup_table: field("DEDUP_TABLE_NAME"),
+            event_queue_url: field("EVENT_QUEUE_URL"),
+            dead_letter_queue_url: field("DEAD_LETTER_QUEUE_URL"),
+        }
+    }
+}
+
+/// The venv's python when `make test` put it first on PATH, else the system one.
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .test_credentials()
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .operation_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+pub async fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(&sdk_config().await)
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+pub async fn sqs(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::from(&sdk_config().await)
+        .endpoint_url(endpoint)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::config::Builder::from(&sdk_config().await)
+        .endpoint_url(secrets_manager_endpoint())
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;
+
+pub const TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// A receiver wired exactly as `main.rs` wires it, to the given endpoints.
+pub async fn receiver_app(
+    resources: &Resources,
+    secrets: &[&str],
+    dynamodb_at: &str,
+    sqs_at: &str,
+) -> ReceiverApp {
+    let secrets = secrets
+        .iter()
+        .map(|s| SigningSecret::new(*s).expect("secret"))
+        .collect();
+    receiver::handler::App {
+        verifier: SignatureVerifier::new(secrets, Duration::from_secs(300)).expect("verifier"),
+        store: DynamoDedupStore::new(
+            dynamodb(dynamodb_at).await,
+            &resources.dedup_table,
+            TTL,
+            LEASE,
+        ),
+        queue: SqsEventQueue::new(sqs(sqs_at).await, &resources.event_queue_url),
+        livemode: Some(false),
+        max_body_bytes: 1024 * 1024,
+        sqs_max_message_bytes: 256 * 1024,
+        metrics: Metrics::new("IntegrationTest", "receiver"),
+    }
+}
+
+/// Every Stripe fixture event: (type, raw bytes).
+pub fn fixture_events() -> Vec<(String, Vec<u8>)> {
+    let dir = repo_root().join("tests/fixtures/stripe/events");
+    let mut events: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixtures dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "index.json"))
+        .map(|p| {
+            let name = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            (name, std::fs::read(&p).expect("fixture"))
+        })
+        .collect();
+    events.sort();
+    events
+}
+
+pub fn fixture(event_type: &str) -> Vec<u8> {
+    std::fs::read(
+        repo_root()
+            .join("tests/fixtures/stripe/events")
+            .join(format!("{event_type}.json")),
+    )
+    .expect("fixture")
+}
+
+/// `body` with its event id replaced, so one fixture can stand for many events.
+pub fn with_event_id(body: &[u8], id: &str) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_slice(body).expect("fixture is JSON");
+    event["id"] = serde_json::Value::String(id.to_owned());
+    serde_json::to_vec_pretty(&event).expect("serialize")
+}
+
+pub fn unique_event_id() -> String {
+    format!("evt_it{:016x}", fastrand::u64(..))
+}
+
+/// A POST as API Gateway hands it to the receiver, signed with `secret` at time `t`.
+pub fn signed_request(body: &[u8], secret: &str, t: u64) -> Request {
+    let secret = SigningSecret::new(secret).expect("secret");
+    request(body, Some(&sign(body, &secret, t)))
+}
+
+pub fn signed_now(body: &[u8]) -> Request {
+    signed_request(body, SECRET, unix_now())
+}
+
+pub fn request(body: &[u8], signature: Option<&str>) -> Request {
+    let mut builder = http::Request::builder()
+        .method("POST")
+        .uri("https://abc.execute-api.us-east-1.amazonaws.com/webhooks/stripe")
+        .header("content-type", "application/json");
+    if let Some(signature) = signature {
+        builder = builder.header("Stripe-Signature", signature);
+    }
+    builder
+        .body(Body::Binary(body.to_vec()))
+        .expect("request")
+}
+
+/// Receives (and deletes) everything on a queue, as aws_lambda_events messages the processor takes.
+pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<SqsMessage> {
+    let mut drained = Vec::new();
+    loop {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .expect("receive");
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return drained;
+        }
+        for message in messages {
+            if let Some(handle) = &message.receipt_handle {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+            drained.push(to_lambda_message(message));
+        }
+    }
+}
+
+/// The approximate number of visible messages (no side effects).
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
+    let output = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("queue attributes");
+    output
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn to_lambda_message(message: aws_sdk_sqs::types::Message) -> SqsMessage {
+    let mut converted = SqsMessage::default();
+    converted.message_id = message.message_id;
+    converted.receipt_handle = message.receipt_handle;
+    converted.body = message.body;
+    for (name, value) in message.message_attributes.unwrap_or_default() {
+        let mut attribute = SqsMessageAttribute::default();
+        attribute.string_value = value.string_value;
+        attribute.data_type = Some(value.data_type);
+        converted.message_attributes.insert(name, attribute);
+    }
+    for (name, value) in message.attributes.unwrap_or_default() {
+        converted.attributes.insert(name.as_str().to_owned(), value);
+    }
+    converted
+}
+
+/// The attribute of a drained message.
+pub fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
+    message.message_attributes.get(name)?.string_value.as_deref()
+}

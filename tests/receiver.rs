@@ -1,0 +1,279 @@
+//! The receiver's `handle` (the function the Lambda runs) against DynamoDB Local and moto's SQS.
+
+use std::collections::HashSet;
+
+use integration_tests::*;
+use receiver::handler::handle;
+use stripe_pipeline::{
+    dedup::{ClaimStatus, DedupStore},
+    queue::attribute,
+    signature::{compute_v1, unix_now, SigningSecret},
+};
+
+async fn status(app: &ReceiverApp, request: lambda_http::Request) -> u16 {
+    handle(app, request).await.expect("handle").status().as_u16()
+}
+
+#[tokio::test]
+async fn every_fixture_event_is_accepted_and_enqueued_exactly_once_with_its_raw_bytes() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let events = fixture_events();
+    assert_eq!(events.len(), 17);
+    for (_, body) in &events {
+        assert_eq!(status(&app, signed_now(body)).await, 200);
+    }
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), events.len());
+    for (event_type, body) in &events {
+        let matching: Vec<_> = messages
+            .iter()
+            .filter(|m| attribute(m, attribute::EVENT_TYPE) == Some(event_type.as_str()))
+            .collect();
+        assert_eq!(matching.len(), 1, "{event_type}");
+        let message = matching[0];
+        assert_eq!(message.body.as_deref().map(str::as_bytes), Some(&body[..]));
+        assert_eq!(attribute(message, attribute::LIVEMODE), Some("false"));
+        assert_eq!(
+            attribute(message, attribute::API_VERSION),
+            Some("2026-07-29.dahlia")
+        );
+        let id = attribute(message, attribute::EVENT_ID).expect("event id");
+        let record = app.store.lookup(id).await.unwrap().expect("record");
+        assert_eq!(record.status, ClaimStatus::Enqueued);
+        assert!(record.expires_at >= unix_now() + TTL.as_secs() - 60);
+    }
+}
+
+#[tokio::test]
+async fn a_redelivery_with_a_fresh_signature_is_200_without_a_second_message() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let body = with_event_id(&fixture("invoice.payment_failed"), &unique_event_id());
+    assert_eq!(
+        status(&app, signed_request(&body, SECRET, unix_now() - 120)).await,
+        200
+    );
+    // Stripe's retry carries a new t= and so a new signature.
+    let response = handle(&app, signed_now(&body)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().as_ref(), br#"{"status":"duplicate"}"#);
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_deliveries_enqueue_once_and_every_other_answer_is_retryable() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let body = with_event_id(&fixture("checkout.session.completed"), &unique_event_id());
+    let statuses = futures::future::join_all((0..20).map(|_| status(&app, signed_now(&body)))).await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(ok >= 1, "{statuses:?}");
+    for s in &statuses {
+        // 200 (new or duplicate) or 409 (claimed by another attempt): never a 4xx Stripe would give up on.
+        assert!(*s == 200 || *s == 409, "{statuses:?}");
+    }
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1, "{statuses:?}");
+    // Stripe retries the 409s later: they are acknowledged as duplicates, still one message.
+    assert_eq!(status(&app, signed_now(&body)).await, 200);
+    assert_eq!(
+        queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn during_rotation_old_and_new_secrets_are_both_accepted() {
+    let resources = Resources::create();
+    let old = "whsec_old_rotation_secret";
+    let new = "whsec_new_rotation_secret";
+    let app = receiver_app(&resources, &[new, old], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let t = unix_now();
+    let v1 = |body: &[u8], secret: &str| {
+        compute_v1(body, &SigningSecret::new(secret).unwrap(), t)
+    };
+    // Stripe sends one v1 per active secret while the old one is being rolled.
+    let both = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    let header = format!("t={t},v1={},v1={}", v1(&both, new), v1(&both, old));
+    assert_eq!(status(&app, request(&both, Some(&header))).await, 200);
+    // A sender still on the old secret only, and one already on the new one only.
+    for secret in [old, new] {
+        let body = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+        assert_eq!(status(&app, signed_request(&body, secret, t)).await, 200);
+    }
+    let unknown = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    assert_eq!(
+        status(&app, signed_request(&unknown, "whsec_someone_else", t)).await,
+        401
+    );
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 3);
+}
+
+#[tokio::test]
+async fn forged_stale_future_and_unsigned_deliveries_are_401_and_leave_no_trace() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let id = unique_event_id();
+    let body = with_event_id(&fixture("charge.failed"), &id);
+    let mut tampered = body.clone();
+    let at = tampered.len() / 2;
+    tampered[at] = if tampered[at] == b'1' { b'2' } else { b'1' };
+    let secret = SigningSecret::new(SECRET).unwrap();
+    let now = unix_now();
+    let cases = [
+        ("tampered body", request(&tampered, Some(&stripe_pipeline::signature::sign(&body, &secret, now)))),
+        ("stale t", signed_request(&body, SECRET, now - 301)),
+        ("future t", signed_request(&body, SECRET, now + 301)),
+        ("missing header", request(&body, None)),
+    ];
+    for (case, request) in cases {
+        assert_eq!(status(&app, request).await, 401, "{case}");
+    }
+    assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+    assert_eq!(
+        queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_validly_signed_body_that_is_not_an_event_is_400() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    assert_eq!(status(&app, signed_now(b"{\"id\": \"evt_1\",")).await, 400);
+    assert_eq!(status(&app, signed_now(b"{\"object\":\"event\"}")).await, 400);
+    assert_eq!(
+        queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn dynamodb_unreachable_is_5xx_and_nothing_is_enqueued() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], UNREACHABLE, &sqs_endpoint()).await;
+    let body = with_event_id(&fixture("payment_intent.succeeded"), &unique_event_id());
+    let answer = status(&app, signed_now(&body)).await;
+    assert!((500..600).contains(&answer), "{answer}");
+    assert_eq!(
+        queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn sqs_unreachable_is_5xx_and_unmarked_then_a_retry_enqueues_once() {
+    let resources = Resources::create();
+    let id = unique_event_id();
+    let body = with_event_id(&fixture("payment_intent.succeeded"), &id);
+    // GIVEN SQS is down
+    let down = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), UNREACHABLE).await;
+    let answer = status(&down, signed_now(&body)).await;
+    // THEN Stripe is told to retry, and the event is not remembered as seen
+    assert!((500..600).contains(&answer), "{answer}");
+    assert_eq!(down.store.lookup(&id).await.unwrap(), None);
+    // WHEN SQS is back and Stripe retries (fresh signature)
+    let up = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    assert_eq!(status(&up, signed_now(&body)).await, 200);
+    // THEN exactly one message, and the event is marked
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(attribute(&messages[0], attribute::EVENT_ID), Some(id.as_str()));
+    assert_eq!(
+        up.store.lookup(&id).await.unwrap().map(|r| r.status),
+        Some(ClaimStatus::Enqueued)
+    );
+}
+
+#[tokio::test]
+async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    // GIVEN an invoice event of ~700 KB (many line items), beyond SQS's 256 KiB
+    let id = unique_event_id();
+    let mut event: serde_json::Value = serde_json::from_slice(&fixture("invoice.finalized")).unwrap();
+    event["id"] = id.clone().into();
+    event["data"]["object"]["description"] = "é".repeat(350_000).into();
+    let body = serde_json::to_vec(&event).unwrap();
+    assert!(body.len() > 600_000);
+    // WHEN it is delivered
+    assert_eq!(status(&app, signed_now(&body)).await, 200);
+    // THEN the queue carries a reference, and the processor resolves it to the exact bytes
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(attribute(&messages[0], attribute::BODY_LOCATION), Some("dedup_table"));
+    let reference = messages[0].body.clone().unwrap_or_default();
+    let processor_app = processor::handler::App {
+        store: stripe_pipeline::dedup::DynamoDedupStore::for_reading(
+            dynamodb(&dynamodb_endpoint()).await,
+            &resources.dedup_table,
+        ),
+        metrics: stripe_pipeline::telemetry::Metrics::new("IntegrationTest", "processor"),
+    };
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = messages;
+    let response = processor::handler::handle(
+        &processor_app,
+        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
+    )
+    .await
+    .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let reference: stripe_pipeline::dedup::StashedBody =
+        serde_json::from_str(&reference).expect("the message body is a reference");
+    assert_eq!(reference.event_id, id);
+    assert_eq!(processor_app.store.fetch_body(&reference).await.unwrap(), body);
+}
+
+#[tokio::test]
+async fn the_processor_reports_only_poisoned_messages_from_a_real_queue() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let client = sqs(&sqs_endpoint()).await;
+    let mut ids = HashSet::new();
+    for event_type in ["invoice.paid", "charge.refunded", "customer.created"] {
+        let id = unique_event_id();
+        ids.insert(id.clone());
+        let body = with_event_id(&fixture(event_type), &id);
+        assert_eq!(status(&app, signed_now(&body)).await, 200);
+    }
+    // A message some other tool put on the queue by mistake.
+    client
+        .send_message()
+        .queue_url(&resources.event_queue_url)
+        .message_body("this is not a stripe event")
+        .send()
+        .await
+        .unwrap();
+    let messages = drain(&client, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 4);
+    let poison: Vec<_> = messages
+        .iter()
+        .filter(|m| m.body.as_deref() == Some("this is not a stripe event"))
+        .filter_map(|m| m.message_id.clone())
+        .collect();
+    let processor_app = processor::handler::App {
+        store: stripe_pipeline::dedup::DynamoDedupStore::for_reading(
+            dynamodb(&dynamodb_endpoint()).await,
+            &resources.dedup_table,
+        ),
+        metrics: stripe_pipeline::telemetry::Metrics::new("IntegrationTest", "processor"),
+    };
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = messages;
+    let response = processor::handler::handle(
+        &processor_app,
+        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
+    )
+    .await
+    .unwrap();
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect();
+    assert_eq!(failed, poison);
+}
