@@ -26,22 +26,38 @@ async fn a_pending_claim_blocks_until_its_lease_ends_and_its_holder_loses_it_the
     };
     // Within the lease: in flight.
     assert_eq!(
-        store.claim("evt_lease", "invoice.paid", now + LEASE.as_secs()).await.unwrap(),
+        store
+            .claim("evt_lease", "invoice.paid", now + LEASE.as_secs())
+            .await
+            .unwrap(),
         Claim::InFlight
     );
     // The holder died; after the lease a retry takes over.
     let later = now + LEASE.as_secs() + 1;
-    let Claim::New(second) = store.claim("evt_lease", "invoice.paid", later).await.unwrap() else {
+    let Claim::New(second) = store
+        .claim("evt_lease", "invoice.paid", later)
+        .await
+        .unwrap()
+    else {
         panic!("an expired lease must free the event")
     };
     // The dead holder can neither mark nor release the new claim.
-    assert!(!store.mark_enqueued("evt_lease", &first, later).await.unwrap());
+    assert!(!store
+        .mark_enqueued("evt_lease", &first, later)
+        .await
+        .unwrap());
     store.release("evt_lease", &first).await.unwrap();
     let record = store.lookup("evt_lease").await.unwrap().unwrap();
     assert_eq!(record.status, ClaimStatus::Pending);
-    assert!(store.mark_enqueued("evt_lease", &second, later).await.unwrap());
+    assert!(store
+        .mark_enqueued("evt_lease", &second, later)
+        .await
+        .unwrap());
     assert_eq!(
-        store.claim("evt_lease", "invoice.paid", later + 1).await.unwrap(),
+        store
+            .claim("evt_lease", "invoice.paid", later + 1)
+            .await
+            .unwrap(),
         Claim::AlreadyEnqueued
     );
 }
@@ -87,8 +103,13 @@ async fn release_frees_the_event_at_once() {
 async fn a_body_over_several_chunks_is_stored_atomically_and_read_back_exactly() {
     let resources = Resources::create();
     let store = store(&resources).await;
-    let body: Vec<u8> = (0..(2 * BODY_CHUNK_BYTES + 1234)).map(|i| (i % 251) as u8).collect();
-    let stashed = store.stash_body("evt_big", &body, unix_now()).await.unwrap();
+    let body: Vec<u8> = (0..(2 * BODY_CHUNK_BYTES + 1234))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let stashed = store
+        .stash_body("evt_big", &body, unix_now())
+        .await
+        .unwrap();
     assert_eq!(stashed.chunks, 3);
     assert_eq!(store.fetch_body(&stashed).await.unwrap(), body);
     // The claim key space is untouched by the chunks.

@@ -11,7 +11,11 @@ use stripe_pipeline::{
 };
 
 async fn status(app: &ReceiverApp, request: lambda_http::Request) -> u16 {
-    handle(app, request).await.expect("handle").status().as_u16()
+    handle(app, request)
+        .await
+        .expect("handle")
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
@@ -67,7 +71,8 @@ async fn twenty_concurrent_deliveries_enqueue_once_and_every_other_answer_is_ret
     let resources = Resources::create();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let body = with_event_id(&fixture("checkout.session.completed"), &unique_event_id());
-    let statuses = futures::future::join_all((0..20).map(|_| status(&app, signed_now(&body)))).await;
+    let statuses =
+        futures::future::join_all((0..20).map(|_| status(&app, signed_now(&body)))).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert!(ok >= 1, "{statuses:?}");
     for s in &statuses {
@@ -89,11 +94,15 @@ async fn during_rotation_old_and_new_secrets_are_both_accepted() {
     let resources = Resources::create();
     let old = "whsec_old_rotation_secret";
     let new = "whsec_new_rotation_secret";
-    let app = receiver_app(&resources, &[new, old], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let app = receiver_app(
+        &resources,
+        &[new, old],
+        &dynamodb_endpoint(),
+        &sqs_endpoint(),
+    )
+    .await;
     let t = unix_now();
-    let v1 = |body: &[u8], secret: &str| {
-        compute_v1(body, &SigningSecret::new(secret).unwrap(), t)
-    };
+    let v1 = |body: &[u8], secret: &str| compute_v1(body, &SigningSecret::new(secret).unwrap(), t);
     // Stripe sends one v1 per active secret while the old one is being rolled.
     let both = with_event_id(&fixture("invoice.paid"), &unique_event_id());
     let header = format!("t={t},v1={},v1={}", v1(&both, new), v1(&both, old));
@@ -124,7 +133,13 @@ async fn forged_stale_future_and_unsigned_deliveries_are_401_and_leave_no_trace(
     let secret = SigningSecret::new(SECRET).unwrap();
     let now = unix_now();
     let cases = [
-        ("tampered body", request(&tampered, Some(&stripe_pipeline::signature::sign(&body, &secret, now)))),
+        (
+            "tampered body",
+            request(
+                &tampered,
+                Some(&stripe_pipeline::signature::sign(&body, &secret, now)),
+            ),
+        ),
         ("stale t", signed_request(&body, SECRET, now - 301)),
         ("future t", signed_request(&body, SECRET, now + 301)),
         ("missing header", request(&body, None)),
@@ -144,7 +159,10 @@ async fn a_validly_signed_body_that_is_not_an_event_is_400() {
     let resources = Resources::create();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     assert_eq!(status(&app, signed_now(b"{\"id\": \"evt_1\",")).await, 400);
-    assert_eq!(status(&app, signed_now(b"{\"object\":\"event\"}")).await, 400);
+    assert_eq!(
+        status(&app, signed_now(b"{\"object\":\"event\"}")).await,
+        400
+    );
     assert_eq!(
         queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
         0
@@ -181,7 +199,10 @@ async fn sqs_unreachable_is_5xx_and_unmarked_then_a_retry_enqueues_once() {
     // THEN exactly one message, and the event is marked
     let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
     assert_eq!(messages.len(), 1);
-    assert_eq!(attribute(&messages[0], attribute::EVENT_ID), Some(id.as_str()));
+    assert_eq!(
+        attribute(&messages[0], attribute::EVENT_ID),
+        Some(id.as_str())
+    );
     assert_eq!(
         up.store.lookup(&id).await.unwrap().map(|r| r.status),
         Some(ClaimStatus::Enqueued)
@@ -194,7 +215,8 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     // GIVEN an invoice event of ~700 KB (many line items), beyond SQS's 256 KiB
     let id = unique_event_id();
-    let mut event: serde_json::Value = serde_json::from_slice(&fixture("invoice.finalized")).unwrap();
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&fixture("invoice.finalized")).unwrap();
     event["id"] = id.clone().into();
     event["data"]["object"]["description"] = "é".repeat(350_000).into();
     let body = serde_json::to_vec(&event).unwrap();
@@ -204,7 +226,10 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
     // THEN the queue carries a reference, and the processor resolves it to the exact bytes
     let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
     assert_eq!(messages.len(), 1);
-    assert_eq!(attribute(&messages[0], attribute::BODY_LOCATION), Some("dedup_table"));
+    assert_eq!(
+        attribute(&messages[0], attribute::BODY_LOCATION),
+        Some("dedup_table")
+    );
     let reference = messages[0].body.clone().unwrap_or_default();
     let processor_app = processor::handler::App {
         store: stripe_pipeline::dedup::DynamoDedupStore::for_reading(
@@ -225,7 +250,10 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
     let reference: stripe_pipeline::dedup::StashedBody =
         serde_json::from_str(&reference).expect("the message body is a reference");
     assert_eq!(reference.event_id, id);
-    assert_eq!(processor_app.store.fetch_body(&reference).await.unwrap(), body);
+    assert_eq!(
+        processor_app.store.fetch_body(&reference).await.unwrap(),
+        body
+    );
 }
 
 #[tokio::test]

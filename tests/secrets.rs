@@ -43,7 +43,11 @@ async fn a_missing_or_empty_secret_fails_the_cold_start() {
     ensure_emulators();
     let client = secrets_manager().await;
     assert!(matches!(
-        secrets::fetch(&client, "arn:aws:secretsmanager:us-east-1:123456789012:secret:absent").await,
+        secrets::fetch(
+            &client,
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:absent"
+        )
+        .await,
         Err(secrets::SecretsError::Fetch(_))
     ));
     let name = format!("it-empty-secret-{:08x}", fastrand::u32(..));

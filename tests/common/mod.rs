@@ -13,8 +13,8 @@ use std::{
     time::Duration,
 };
 
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use lambda_http::{http, Body, Request};
 use stripe_pipeline::{
     dedup::DynamoDedupStore,
@@ -249,9 +249,7 @@ pub fn request(body: &[u8], signature: Option<&str>) -> Request {
     if let Some(signature) = signature {
         builder = builder.header("Stripe-Signature", signature);
     }
-    builder
-        .body(Body::Binary(body.to_vec()))
-        .expect("request")
+    builder.body(Body::Binary(body.to_vec())).expect("request")
 }
 
 /// Receives (and deletes) everything on a queue, as aws_lambda_events messages the processor takes.
@@ -297,7 +295,10 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
         .expect("queue attributes");
     output
         .attributes
-        .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages).cloned())
+        .and_then(|a| {
+            a.get(&QueueAttributeName::ApproximateNumberOfMessages)
+                .cloned()
+        })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
@@ -321,5 +322,9 @@ fn to_lambda_message(message: aws_sdk_sqs::types::Message) -> SqsMessage {
 
 /// The attribute of a drained message.
 pub fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
-    message.message_attributes.get(name)?.string_value.as_deref()
+    message
+        .message_attributes
+        .get(name)?
+        .string_value
+        .as_deref()
 }

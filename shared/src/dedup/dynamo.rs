@@ -136,9 +136,8 @@ impl DedupStore for DynamoDedupStore {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let error = match result {
-            Ok(_) => return Ok(Claim::New(token)),
-            Err(error) => error,
+        let Err(error) = result else {
+            return Ok(Claim::New(token));
         };
         let Some(PutItemError::ConditionalCheckFailedException(failed)) = error.as_service_error()
         else {
