@@ -1,0 +1,174 @@
+//! The receiver as developers run it: `cargo lambda watch` serving the real binary over HTTP, against
+//! the emulators. Also checks what the process logs: JSON lines with the decision fields, and never the
+//! secret or the body.
+
+use std::{
+    io::Read,
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use integration_tests::*;
+use stripe_pipeline::signature::{sign, unix_now, SigningSecret};
+
+/// Stops the whole `cargo lambda watch` process group (it spawns cargo and the function binaries).
+struct Watch {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Watch {
+    fn start(resources: &Resources, port: u16) -> Self {
+        let dir = repo_root().join("target/watch-test");
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let env_file = dir.join(format!("{}.env", resources.prefix));
+        let log = dir.join(format!("{}.log", resources.prefix));
+        let env = [
+            ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
+            ("EVENT_QUEUE_URL", resources.event_queue_url.clone()),
+            ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+            ("STRIPE_LIVEMODE", "false".to_owned()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
+            ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ];
+        let lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        std::fs::write(&env_file, lines.join("\n")).expect("env file");
+        let output = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("cargo")
+            .args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
+            .args(["--invoke-port", &port.to_string()])
+            .arg("--env-file")
+            .arg(&env_file)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().expect("log"))
+            .stderr(output)
+            .process_group(0)
+            .spawn()
+            .expect("cargo lambda watch (is cargo-lambda installed? `make setup`)");
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .expect("read log");
+        text
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+async fn the_receiver_under_cargo_lambda_watch_verifies_dedups_and_enqueues_over_http() {
+    let resources = Resources::create();
+    let port = free_port();
+    let watch = Watch::start(&resources, port);
+    let url = format!("http://127.0.0.1:{port}/lambda-url/receiver/webhooks/stripe");
+    // The first request waits for cargo to build the function (seconds when the target dir is warm).
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(900))
+        .build()
+        .unwrap();
+    let secret = SigningSecret::new(SECRET).unwrap();
+    let canary = format!("canary-{:016x}", fastrand::u64(..));
+    let id = unique_event_id();
+    let mut event: serde_json::Value = serde_json::from_slice(&fixture("invoice.paid")).unwrap();
+    event["id"] = id.clone().into();
+    event["data"]["object"]["description"] = canary.clone().into();
+    let body = serde_json::to_vec_pretty(&event).unwrap();
+    let post = |body: Vec<u8>, signature: Option<String>| {
+        let mut request = http.post(&url).header("content-type", "application/json");
+        if let Some(signature) = signature {
+            request = request.header("Stripe-Signature", signature);
+        }
+        request.body(body).send()
+    };
+
+    let started = Instant::now();
+    let first = loop {
+        match post(body.clone(), Some(sign(&body, &secret, unix_now()))).await {
+            Ok(response) => break response,
+            Err(e) if started.elapsed() < Duration::from_secs(120) && e.is_connect() => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("cargo lambda watch did not answer: {e}\n{}", watch.log()),
+        }
+    };
+    let first_status = first.status().as_u16();
+    let first_body = first.text().await.unwrap();
+    assert_eq!(first_status, 200, "{first_body}\n{}", watch.log());
+    assert_eq!(first_body, r#"{"status":"enqueued"}"#);
+
+    let again = post(body.clone(), Some(sign(&body, &secret, unix_now() + 1)))
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 200);
+    assert_eq!(again.text().await.unwrap(), r#"{"status":"duplicate"}"#);
+
+    let forged = SigningSecret::new("whsec_forged").unwrap();
+    let rejected = post(body.clone(), Some(sign(&body, &forged, unix_now())))
+        .await
+        .unwrap();
+    assert_eq!(rejected.status().as_u16(), 401);
+    assert_eq!(post(body.clone(), None).await.unwrap().status().as_u16(), 401);
+    let get = http.get(&url).send().await.unwrap();
+    assert_eq!(get.status().as_u16(), 405);
+
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].body.as_deref().map(str::as_bytes), Some(&body[..]));
+
+    // One JSON line per decision, with the fixed fields; never the secret or the body.
+    let log = watch.log();
+    let decisions: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("outcome").is_some())
+        .collect();
+    let outcomes: Vec<&str> = decisions
+        .iter()
+        .filter_map(|d| d["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.len() >= 5 && outcomes.contains(&"enqueued") && outcomes.contains(&"duplicate"),
+        "{log}"
+    );
+    let enqueued = decisions
+        .iter()
+        .find(|d| d["outcome"] == "enqueued")
+        .unwrap();
+    assert_eq!(enqueued["event_id"], id.as_str());
+    assert_eq!(enqueued["event_type"], "invoice.paid");
+    assert!(enqueued["latency_ms"].is_number());
+    let reasons: Vec<&str> = decisions
+        .iter()
+        .filter_map(|d| d["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"signature_mismatch"), "{log}");
+    assert!(reasons.contains(&"no_header"), "{log}");
+    assert!(!log.contains(SECRET), "the signing secret reached the logs");
+    assert!(!log.contains(&canary), "the event body reached the logs");
+    assert!(!log.contains("v1="), "a signature header reached the logs");
+}
