@@ -132,13 +132,19 @@ async fn the_receiver_under_cargo_lambda_watch_verifies_dedups_and_enqueues_over
         .await
         .unwrap();
     assert_eq!(rejected.status().as_u16(), 401);
-    assert_eq!(post(body.clone(), None).await.unwrap().status().as_u16(), 401);
+    assert_eq!(
+        post(body.clone(), None).await.unwrap().status().as_u16(),
+        401
+    );
     let get = http.get(&url).send().await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
 
     let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
     assert_eq!(messages.len(), 1);
-    assert_eq!(messages[0].body.as_deref().map(str::as_bytes), Some(&body[..]));
+    assert_eq!(
+        messages[0].body.as_deref().map(str::as_bytes),
+        Some(&body[..])
+    );
 
     // One JSON line per decision, with the fixed fields; never the secret or the body.
     let log = watch.log();
