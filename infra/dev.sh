@@ -29,8 +29,15 @@ fi
 
 started_emulators=false
 bash infra/emulators.sh status >/dev/null 2>&1 || started_emulators=true
+watch_pid=
 cleanup() {
   trap - EXIT INT TERM
+  # cargo lambda watch runs in its own process group (below), so its cargo and function processes
+  # stop with it whether we got Ctrl-C, a TERM from a supervisor, or an error.
+  if [[ -n $watch_pid ]]; then
+    kill -TERM -- "-$watch_pid" 2>/dev/null || true
+    wait "$watch_pid" 2>/dev/null || true
+  fi
   if $started_emulators; then
     bash infra/emulators.sh stop || true
   fi
@@ -94,4 +101,6 @@ EOF
 
 # Long options on purpose: in cargo-lambda 1.9 `-p` is --package and `-a` does not exist
 # (the short forms are -A/-P).
-cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$DEV_PORT" --env-file "$env_file"
+setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$DEV_PORT" --env-file "$env_file" &
+watch_pid=$!
+wait "$watch_pid"
