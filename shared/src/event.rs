@@ -66,6 +66,71 @@ impl EventEnvelope {
     }
 }
 
+/// A whole Stripe event as the processor reads it: the envelope plus `data`. `data.object` is kept as raw
+/// JSON and parsed on demand into the typed object a handler needs ([`StripeEvent::object`]), so an event
+/// nobody handles costs no more than its envelope.
+#[derive(Debug, Deserialize)]
+pub struct StripeEvent {
+    /// `evt_...`.
+    pub id: String,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Unix seconds when Stripe created the event: the order in which events are applied.
+    pub created: i64,
+    /// Live or test mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
+    /// The API version the payload was rendered with.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// The connected account, for Connect events.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// What caused the event (an API request, or none for automatic events).
+    #[serde(default)]
+    pub request: Option<EventRequest>,
+    /// The object and what changed.
+    pub data: EventData,
+}
+
+/// `request` of an event.
+#[derive(Debug, Deserialize)]
+pub struct EventRequest {
+    /// The API request id, if an API call caused the event.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Its idempotency key, if any.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `data` of an event.
+#[derive(Debug, Deserialize)]
+pub struct EventData {
+    /// The object as it was when the event happened, unparsed.
+    pub object: Box<serde_json::value::RawValue>,
+    /// For `*.updated` events, the previous values of the fields that changed.
+    #[serde(default)]
+    pub previous_attributes: Option<serde_json::Value>,
+}
+
+impl StripeEvent {
+    /// Parses a whole event. Unknown fields are ignored; unknown types parse as [`EventType::Other`].
+    pub fn parse(body: &[u8]) -> Result<Self, EventError> {
+        let event: Self = serde_json::from_slice(body).map_err(EventError::NotAnEvent)?;
+        if event.id.is_empty() {
+            return Err(EventError::InvalidId);
+        }
+        Ok(event)
+    }
+
+    /// `data.object` as the typed object `T`.
+    pub fn object<T: serde::de::DeserializeOwned>(&self) -> Result<T, EventError> {
+        serde_json::from_str(self.data.object.get()).map_err(EventError::NotAnEvent)
+    }
+}
+
 macro_rules! event_types {
     ($($variant:ident => $name:literal,)*) => {
         /// A Stripe event type. The named variants are the ones this pipeline's handlers act on; every

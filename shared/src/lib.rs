@@ -13,6 +13,10 @@
 //! | [`event`] | the event envelope and event types |
 //! | [`dedup`] | the dedup table: claim, mark, release; bodies too large for SQS |
 //! | [`queue`] | the event queue and its message format |
+//! | [`objects`] | the Stripe objects handlers read (only the fields used) |
+//! | [`handlers`] | one handler per object family: event → planned changes and notifications |
+//! | [`billing`] | billing state: exactly-once, order-safe writes and the read API (`entitlement`) |
+//! | [`money`] | minor-unit amounts and their formatting |
 //! | [`config`] | every environment variable, read once at cold start |
 //! | [`secrets`] | the signing secrets from Secrets Manager |
 //! | [`telemetry`] | JSON logs, outcomes, EMF metrics |
@@ -21,9 +25,13 @@
 //! from `secrets`.
 #![forbid(unsafe_code)]
 
+pub mod billing;
 pub mod config;
 pub mod dedup;
 pub mod event;
+pub mod handlers;
+pub mod money;
+pub mod objects;
 pub mod queue;
 pub mod secrets;
 pub mod signature;

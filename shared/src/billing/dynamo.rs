@@ -1,0 +1,313 @@
+//! The billing table on DynamoDB: each event's changes and marker in one `TransactWriteItems`.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    operation::transact_write_items::TransactWriteItemsError,
+    types::{AttributeValue, Put, TransactWriteItem, Update},
+    Client,
+};
+
+use super::{
+    apply_with, attr, attributes, marker_write, Applied, Attributes, BillingError, BillingStore,
+    Change, Guard, Key, Op, Value,
+};
+use crate::signature::unix_now;
+
+/// The billing table on DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoBillingStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoBillingStore {
+    /// The store on `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> BillingError {
+    BillingError::Unavailable(Box::new(error))
+}
+
+fn to_attribute(value: &Value) -> AttributeValue {
+    match value {
+        Value::S(s) => AttributeValue::S(s.clone()),
+        Value::N(n) => AttributeValue::N(n.to_string()),
+        Value::Bool(b) => AttributeValue::Bool(*b),
+    }
+}
+
+fn from_item(item: HashMap<String, AttributeValue>) -> Attributes {
+    item.into_iter()
+        .filter(|(k, _)| k != attr::PK && k != attr::SK)
+        .filter_map(|(k, v)| {
+            let value = match v {
+                AttributeValue::S(s) => Value::S(s),
+                AttributeValue::N(n) => Value::N(n.parse().ok()?),
+                AttributeValue::Bool(b) => Value::Bool(b),
+                _ => return None,
+            };
+            Some((k, value))
+        })
+        .collect()
+}
+
+fn key_map(key: &Key) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (attr::PK.to_owned(), AttributeValue::S(key.pk.clone())),
+        (attr::SK.to_owned(), AttributeValue::S(key.sk.clone())),
+    ])
+}
+
+/// Placeholders for one transaction item's expressions.
+#[derive(Default)]
+struct Expression {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expression {
+    fn name(&mut self, name: &str) -> String {
+        let placeholder = format!("#n{}", self.names.len());
+        self.names.insert(placeholder.clone(), name.to_owned());
+        placeholder
+    }
+    fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":v{}", self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+    fn condition(&mut self, guards: &[Guard]) -> Option<String> {
+        let clauses: Vec<String> = guards
+            .iter()
+            .map(|guard| match guard {
+                Guard::Absent => format!("attribute_not_exists({})", self.name(attr::PK)),
+                Guard::Newer(version) => {
+                    let n = self.name(attr::VERSION);
+                    let v = self.value(AttributeValue::S(version.as_str().to_owned()));
+                    format!("(attribute_not_exists({n}) OR {n} < {v})")
+                }
+                Guard::Below(name, value) => {
+                    let n = self.name(name);
+                    let v = self.value(AttributeValue::N(value.to_string()));
+                    format!("(attribute_not_exists({n}) OR {n} < {v})")
+                }
+                Guard::Unset(name) => format!("attribute_not_exists({})", self.name(name)),
+                Guard::Equals(name, value) => {
+                    let n = self.name(name);
+                    let v = self.value(to_attribute(value));
+                    format!("{n} = {v}")
+                }
+            })
+            .collect();
+        (!clauses.is_empty()).then(|| clauses.join(" AND "))
+    }
+}
+
+impl DynamoBillingStore {
+    fn transact_item(&self, write: &super::Write) -> Result<TransactWriteItem, BillingError> {
+        let mut expression = Expression::default();
+        let condition = expression.condition(&write.guards);
+        match &write.op {
+            Op::Put(attributes) => {
+                let mut item = key_map(&write.key);
+                item.extend(attributes.iter().map(|(k, v)| (k.clone(), to_attribute(v))));
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition)
+                    .set_expression_attribute_names(
+                        (!expression.names.is_empty()).then_some(expression.names),
+                    )
+                    .set_expression_attribute_values(
+                        (!expression.values.is_empty()).then_some(expression.values),
+                    )
+                    .build()
+                    .map_err(unavailable)?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            }
+            Op::Set(attributes) => {
+                let sets: Vec<String> = attributes
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{} = {}",
+                            expression.name(k),
+                            expression.value(to_attribute(v))
+                        )
+                    })
+                    .collect();
+                self.update(
+                    write,
+                    format!("SET {}", sets.join(", ")),
+                    condition,
+                    expression,
+                )
+            }
+            Op::Add(deltas) => {
+                let adds: Vec<String> = deltas
+                    .iter()
+                    .map(|(k, delta)| {
+                        format!(
+                            "{} {}",
+                            expression.name(k),
+                            expression.value(AttributeValue::N(delta.to_string()))
+                        )
+                    })
+                    .collect();
+                self.update(
+                    write,
+                    format!("ADD {}", adds.join(", ")),
+                    condition,
+                    expression,
+                )
+            }
+        }
+    }
+
+    fn update(
+        &self,
+        write: &super::Write,
+        update_expression: String,
+        condition: Option<String>,
+        expression: Expression,
+    ) -> Result<TransactWriteItem, BillingError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key_map(&write.key)))
+            .update_expression(update_expression)
+            .set_condition_expression(condition)
+            .set_expression_attribute_names(Some(expression.names))
+            .set_expression_attribute_values(Some(expression.values))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+impl BillingStore for DynamoBillingStore {
+    async fn apply(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        changes: Vec<Change>,
+    ) -> Result<Applied, BillingError> {
+        let marker = marker_write(event_id, event_type, unix_now() as i64);
+        apply_with(marker, changes, |writes| async move {
+            let items = writes
+                .iter()
+                .map(|w| self.transact_item(w))
+                .collect::<Result<Vec<_>, _>>()?;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Vec::new()),
+                Err(error) => error,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            else {
+                return Err(unavailable(error));
+            };
+            let reasons = cancelled.cancellation_reasons();
+            let failed: Vec<usize> = reasons
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                .map(|(i, _)| i)
+                .collect();
+            // Cancelled for another reason (a concurrent transaction on the same items, throttling):
+            // nothing was written; fail the message so SQS retries it.
+            if failed.is_empty() {
+                return Err(unavailable(error));
+            }
+            Ok(failed)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Attributes>, BillingError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_map(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(output.item.map(from_item))
+    }
+
+    async fn query(&self, pk: &str) -> Result<Vec<(String, Attributes)>, BillingError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in output.items.unwrap_or_default() {
+                let sk = item
+                    .get(attr::SK)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default();
+                items.push((sk, from_item(item)));
+            }
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    async fn record_notification(
+        &self,
+        event_id: &str,
+        channel: &str,
+        now: i64,
+    ) -> Result<bool, BillingError> {
+        let mut item = key_map(&Key::notification(event_id, channel));
+        for (k, v) in attributes([("sent_at", Some(now.into()))]) {
+            item.insert(k, to_attribute(&v));
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! Billing state: what the processor's handlers write, and the small read API an application uses
+//! ([`entitlement`], [`credit_balance`], [`subscription`], [`payment`], [`order`], [`invoice`]).
+//!
+//! # Exactly once
+//! A handler does not write; it plans [`Change`]s. [`BillingStore::apply`] commits them in one DynamoDB
+//! transaction together with a per-event marker (`EVENT#<id>`, put only if absent). A redelivered
+//! message finds the marker and changes nothing, so credits cannot be granted twice nor a refund
+//! reversed twice.
+//!
+//! # In order, whatever order events arrive in
+//! Every object item carries the [`Version`] of the event that last wrote it: `(created, rank, event
+//! id)`, compared as one fixed-width string. A write guarded by [`Guard::Newer`] only lands if the item
+//! is older; otherwise its [`Change`] is dropped (the event is still marked applied: it is recorded, it
+//! just does not roll state back). Within one second, `rank` orders an object's lifecycle (created <
+//! updated < deleted) and the event id breaks remaining ties, so every replica of a history ends in the
+//! same state. Access periods only grow ([`Guard::Below`], a max that commutes) and credits are sums
+//! guarded by one grant record per payment, so neither depends on order at all.
+//!
+//! # Table layout (single table, `pk` + `sk`)
+//! | pk | sk | holds |
+//! | --- | --- | --- |
+//! | `CUSTOMER#<cus>` | `SUB#<sub>` | status, plan, period end, cancel_at_period_end, version |
+//! | `CUSTOMER#<cus>` | `ACCESS` | `access_until`: latest period end paid for |
+//! | `CUSTOMER#<cus>` | `CREDITS` | `balance` |
+//! | `CUSTOMER#<cus>` | `INVOICE#<in>` | amount due/paid, due date, hosted URL, status, version |
+//! | `PAYMENT#<pi>` | `PAYMENT` | amount, status, decline reason, customer, version |
+//! | `ORDER#<order_id>` | `ORDER` | `paid`, the payment, amount |
+//! | `GRANT#<pi or cs>` | `GRANT` | credits a payment granted, `reversed` once refunded |
+//! | `CHARGE#<ch>` / `DISPUTE#<dp>` | same | the record, version |
+//! | `EVENT#<evt>` | `EVENT` | the exactly-once marker |
+//! | `EVENT#<evt>` | `NOTIFY#<channel>` | a notification sent for the event |
+
+mod dynamo;
+#[cfg(any(test, feature = "test-util"))]
+mod memory;
+
+pub use dynamo::DynamoBillingStore;
+#[cfg(any(test, feature = "test-util"))]
+pub use memory::MemoryBillingStore;
+
+use std::{collections::BTreeMap, future::Future};
+
+use crate::money::Money;
+
+/// Attribute names shared by the store implementations and the read API.
+pub mod attr {
+    /// Partition key.
+    pub const PK: &str = "pk";
+    /// Sort key.
+    pub const SK: &str = "sk";
+    /// The [`super::Version`] of the event that last wrote an object item.
+    pub const VERSION: &str = "version";
+}
+
+/// A value of an item attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A string.
+    S(String),
+    /// An integer.
+    N(i64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// An item's attributes (keys excluded).
+pub type Attributes = BTreeMap<String, Value>;
+
+/// Builds [`Attributes`] from pairs, skipping `None`s.
+pub fn attributes<const N: usize>(pairs: [(&str, Option<Value>); N]) -> Attributes {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+        .collect()
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Self::S(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Self::S(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Self::N(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+
+/// Reads typed values out of [`Attributes`].
+pub trait AttributesExt {
+    /// A string attribute.
+    fn s(&self, name: &str) -> Option<&str>;
+    /// A number attribute.
+    fn n(&self, name: &str) -> Option<i64>;
+    /// A boolean attribute (absent is false).
+    fn flag(&self, name: &str) -> bool;
+}
+
+impl AttributesExt for Attributes {
+    fn s(&self, name: &str) -> Option<&str> {
+        match self.get(name)? {
+            Value::S(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn n(&self, name: &str) -> Option<i64> {
+        match self.get(name)? {
+            Value::N(n) => Some(*n),
+            _ => None,
+        }
+    }
+    fn flag(&self, name: &str) -> bool {
+        matches!(self.get(name), Some(Value::Bool(true)))
+    }
+}
+
+/// An item's primary key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// Partition key.
+    pub pk: String,
+    /// Sort key.
+    pub sk: String,
+}
+
+impl Key {
+    /// A key from its parts.
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self {
+            pk: pk.into(),
+            sk: sk.into(),
+        }
+    }
+    /// `CUSTOMER#<id>` / `sk`.
+    pub fn customer(customer: &str, sk: impl Into<String>) -> Self {
+        Self::new(format!("CUSTOMER#{customer}"), sk)
+    }
+    /// An object's own item: `<KIND>#<id>` / `<KIND>`.
+    pub fn object(kind: &str, id: &str) -> Self {
+        Self::new(format!("{kind}#{id}"), kind)
+    }
+    /// The exactly-once marker of an event.
+    pub fn event_marker(event_id: &str) -> Self {
+        Self::new(format!("EVENT#{event_id}"), "EVENT")
+    }
+    /// The record of a notification sent for an event on a channel.
+    pub fn notification(event_id: &str, channel: &str) -> Self {
+        Self::new(format!("EVENT#{event_id}"), format!("NOTIFY#{channel}"))
+    }
+}
+
+/// The position of an event in an object's history: `created`, then `rank` (lifecycle order within a
+/// second), then the event id. Encoded fixed-width so DynamoDB can compare it as a string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(String);
+
+impl Version {
+    /// The version of an event. `created` is clamped to `0..10^12` (Stripe's are ~1.7·10^9).
+    pub fn new(created: i64, rank: u8, event_id: &str) -> Self {
+        Self(format!(
+            "{:012}:{rank}:{event_id}",
+            created.clamp(0, 999_999_999_999)
+        ))
+    }
+    /// As stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A condition on an item, all of which must hold for a [`Write`] to land.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// The item does not exist.
+    Absent,
+    /// The item is absent or was last written by an older event.
+    Newer(Version),
+    /// The attribute is absent or below the value (a max that commutes).
+    Below(&'static str, i64),
+    /// The attribute is absent.
+    Unset(&'static str),
+    /// The attribute equals the value.
+    Equals(&'static str, Value),
+}
+
+/// What a write does to its item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Replace the whole item.
+    Put(Attributes),
+    /// Set these attributes, creating the item if needed.
+    Set(Attributes),
+    /// Add to numeric attributes (absent counts as 0), creating the item if needed.
+    Add(Vec<(&'static str, i64)>),
+}
+
+/// One item write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    /// The item.
+    pub key: Key,
+    /// The write.
+    pub op: Op,
+    /// Conditions, all required.
+    pub guards: Vec<Guard>,
+}
+
+/// What to do when a change's guards do not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnConflict {
+    /// Drop the change: the state already reflects something newer (an out-of-order event).
+    Skip,
+    /// Fail the message so it is retried: the plan was made from a read that is now stale.
+    Retry,
+}
+
+/// Writes that land together or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// What it is, for logs (`subscription`, `credits.grant`, ...).
+    pub what: &'static str,
+    /// The writes.
+    pub writes: Vec<Write>,
+    /// When a guard fails.
+    pub on_conflict: OnConflict,
+}
+
+/// The result of applying an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Committed with its marker; `skipped` names the changes dropped as out of date.
+    Now {
+        /// Dropped changes.
+        skipped: Vec<&'static str>,
+    },
+    /// The marker was already there: applied by an earlier delivery, nothing written.
+    Before,
+}
+
+/// The billing table failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    /// DynamoDB failed or could not be reached.
+    #[error("billing table unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A change planned from a read lost a race; retrying re-plans it.
+    #[error("concurrent change to {0}; retry")]
+    Conflict(&'static str),
+    /// More writes than one transaction holds.
+    #[error("too many writes for one transaction")]
+    TooManyWrites,
+}
+
+/// DynamoDB allows 100 items per transaction; one is the marker.
+pub const MAX_WRITES_PER_EVENT: usize = 99;
+
+/// The billing table.
+pub trait BillingStore: Send + Sync {
+    /// Commits `changes` with the marker of `event_id` in one transaction, dropping `Skip` changes whose
+    /// guards fail; `Before` if the marker exists.
+    fn apply(
+        &self,
+        event_id: &str,
+        event_type: &str,
+        changes: Vec<Change>,
+    ) -> impl Future<Output = Result<Applied, BillingError>> + Send;
+
+    /// One item (strongly consistent).
+    fn get(
+        &self,
+        key: &Key,
+    ) -> impl Future<Output = Result<Option<Attributes>, BillingError>> + Send;
+
+    /// Every item of a partition, by sort key (strongly consistent).
+    fn query(
+        &self,
+        pk: &str,
+    ) -> impl Future<Output = Result<Vec<(String, Attributes)>, BillingError>> + Send;
+
+    /// Records that a notification was sent; `false` if it already was.
+    fn record_notification(
+        &self,
+        event_id: &str,
+        channel: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, BillingError>> + Send;
+}
+
+/// Runs the apply loop shared by both stores: try the marker plus every change; on a cancelled
+/// transaction drop the `Skip` changes that failed and try again; fail on a `Retry` change.
+/// `commit` returns the indices of writes whose guards failed (index 0 is the marker).
+pub(crate) async fn apply_with<F, Fut>(
+    marker: Write,
+    mut changes: Vec<Change>,
+    mut commit: F,
+) -> Result<Applied, BillingError>
+where
+    F: FnMut(Vec<Write>) -> Fut,
+    Fut: Future<Output = Result<Vec<usize>, BillingError>>,
+{
+    if changes.iter().map(|c| c.writes.len()).sum::<usize>() > MAX_WRITES_PER_EVENT {
+        return Err(BillingError::TooManyWrites);
+    }
+    let mut skipped = Vec::new();
+    loop {
+        let mut writes = vec![marker.clone()];
+        let mut owner = vec![usize::MAX];
+        for (index, change) in changes.iter().enumerate() {
+            writes.extend(change.writes.iter().cloned());
+            owner.extend(std::iter::repeat_n(index, change.writes.len()));
+        }
+        let failed = commit(writes).await?;
+        if failed.is_empty() {
+            return Ok(Applied::Now { skipped });
+        }
+        if failed.contains(&0) {
+            return Ok(Applied::Before);
+        }
+        let mut drop: Vec<usize> = failed.iter().map(|&i| owner[i]).collect();
+        drop.sort_unstable();
+        drop.dedup();
+        for &index in drop.iter().rev() {
+            let change = changes.remove(index);
+            if change.on_conflict == OnConflict::Retry {
+                return Err(BillingError::Conflict(change.what));
+            }
+            skipped.push(change.what);
+        }
+    }
+}
+
+fn marker_write(event_id: &str, event_type: &str, now: i64) -> Write {
+    Write {
+        key: Key::event_marker(event_id),
+        op: Op::Put(attributes([
+            ("event_type", Some(event_type.into())),
+            ("applied_at", Some(now.into())),
+        ])),
+        guards: vec![Guard::Absent],
+    }
+}
+
+// ---- The read API ----
+
+/// Subscription statuses that grant access (past_due keeps access while Stripe retries the payment).
+const ENTITLED_STATUSES: &[&str] = &["trialing", "active", "past_due"];
+
+/// What a customer may use right now.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entitlement {
+    /// Whether the customer has access.
+    pub active: bool,
+    /// The plan of the subscription granting it.
+    pub plan: Option<String>,
+    /// That subscription's status.
+    pub status: Option<String>,
+    /// Until when access is paid for.
+    pub access_until: Option<i64>,
+    /// Prepaid credits.
+    pub credits: i64,
+}
+
+/// A subscription as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionState {
+    /// `sub_...`
+    pub id: String,
+    /// Stripe's status.
+    pub status: String,
+    /// Plan (price lookup key or id).
+    pub plan: Option<String>,
+    /// End of the current period.
+    pub current_period_end: Option<i64>,
+    /// Ends at period end.
+    pub cancel_at_period_end: bool,
+}
+
+/// Every subscription of a customer.
+pub async fn subscriptions<S: BillingStore>(
+    store: &S,
+    customer: &str,
+) -> Result<Vec<SubscriptionState>, BillingError> {
+    let items = store.query(&Key::customer(customer, "").pk).await?;
+    Ok(items
+        .into_iter()
+        .filter_map(|(sk, item)| {
+            Some(SubscriptionState {
+                id: sk.strip_prefix("SUB#")?.to_owned(),
+                status: item.s("status")?.to_owned(),
+                plan: item.s("plan").map(str::to_owned),
+                current_period_end: item.n("current_period_end"),
+                cancel_at_period_end: item.flag("cancel_at_period_end"),
+            })
+        })
+        .collect())
+}
+
+/// One subscription of a customer.
+pub async fn subscription<S: BillingStore>(
+    store: &S,
+    customer: &str,
+    subscription_id: &str,
+) -> Result<Option<SubscriptionState>, BillingError> {
+    Ok(subscriptions(store, customer)
+        .await?
+        .into_iter()
+        .find(|s| s.id == subscription_id))
+}
+
+/// Whether `customer` has access at `now`: a subscription in an entitled status whose paid period
+/// (the later of its current period end and the latest paid invoice period) has not ended.
+pub async fn entitlement<S: BillingStore>(
+    store: &S,
+    customer: &str,
+    now: i64,
+) -> Result<Entitlement, BillingError> {
+    let items = store.query(&Key::customer(customer, "").pk).await?;
+    let mut entitlement = Entitlement::default();
+    for (sk, item) in &items {
+        match sk.as_str() {
+            "ACCESS" => entitlement.access_until = item.n("access_until"),
+            "CREDITS" => entitlement.credits = item.n("balance").unwrap_or(0),
+            _ => {}
+        }
+    }
+    for sub in subscriptions(store, customer).await? {
+        let paid_until = sub.current_period_end.max(entitlement.access_until);
+        let active = ENTITLED_STATUSES.contains(&sub.status.as_str())
+            && paid_until.is_some_and(|end| end > now);
+        if active || (!entitlement.active && entitlement.status.is_none()) {
+            entitlement.active = active;
+            entitlement.plan = sub.plan;
+            entitlement.status = Some(sub.status);
+        }
+        if active {
+            break;
+        }
+    }
+    Ok(entitlement)
+}
+
+/// A customer's prepaid credit balance.
+pub async fn credit_balance<S: BillingStore>(
+    store: &S,
+    customer: &str,
+) -> Result<i64, BillingError> {
+    Ok(store
+        .get(&Key::customer(customer, "CREDITS"))
+        .await?
+        .and_then(|i| i.n("balance"))
+        .unwrap_or(0))
+}
+
+/// A payment as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// `succeeded` or `failed`.
+    pub status: String,
+    /// Amount.
+    pub amount: Money,
+    /// The customer, if any.
+    pub customer: Option<String>,
+    /// Why it failed.
+    pub decline_reason: Option<String>,
+}
+
+/// The payment recorded for a PaymentIntent.
+pub async fn payment<S: BillingStore>(
+    store: &S,
+    payment_intent: &str,
+) -> Result<Option<PaymentRecord>, BillingError> {
+    let Some(item) = store.get(&Key::object("PAYMENT", payment_intent)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(PaymentRecord {
+        status: item.s("status").unwrap_or_default().to_owned(),
+        amount: Money::new(
+            item.n("amount").unwrap_or(0),
+            item.s("currency").unwrap_or_default(),
+        ),
+        customer: item.s("customer").map(str::to_owned),
+        decline_reason: item.s("decline_reason").map(str::to_owned),
+    }))
+}
+
+/// Whether an order (PaymentIntent metadata `order_id`) is paid.
+pub async fn order_paid<S: BillingStore>(store: &S, order_id: &str) -> Result<bool, BillingError> {
+    Ok(store
+        .get(&Key::object("ORDER", order_id))
+        .await?
+        .is_some_and(|i| i.flag("paid")))
+}
+
+/// An invoice as recorded.
+pub async fn invoice<S: BillingStore>(
+    store: &S,
+    customer: &str,
+    invoice_id: &str,
+) -> Result<Option<Attributes>, BillingError> {
+    store
+        .get(&Key::customer(customer, format!("INVOICE#{invoice_id}")))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_order_by_time_then_rank_then_id() {
+        let a = Version::new(100, 2, "evt_b");
+        assert!(Version::new(99, 9, "evt_z") < a);
+        assert!(Version::new(100, 1, "evt_z") < a);
+        assert!(Version::new(100, 2, "evt_a") < a);
+        assert!(Version::new(1_000, 0, "evt_a") > Version::new(999, 9, "evt_z"));
+        assert_eq!(Version::new(-5, 0, "e").as_str(), "000000000000:0:e");
+    }
+}

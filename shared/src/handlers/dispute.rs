@@ -1,0 +1,55 @@
+//! `charge.dispute.created`: the dispute record and an urgent message with the evidence deadline.
+
+use super::{version, Audience, Notification, Plan};
+use crate::{
+    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    event::StripeEvent,
+    money::Money,
+    objects::Dispute,
+};
+
+pub(super) fn created(event: &StripeEvent, dispute: Dispute, now: i64) -> Plan {
+    let v = version(event, 0);
+    let due_by = dispute.evidence_details.as_ref().and_then(|e| e.due_by);
+    let deadline = match due_by {
+        Some(due) => {
+            let days = (due - now).div_euclid(86_400);
+            let left = if days < 0 {
+                "overdue".to_owned()
+            } else {
+                format!("{days} days left")
+            };
+            format!("evidence due {} ({left})", super::date(due))
+        }
+        None => "no evidence deadline given".to_owned(),
+    };
+    Plan {
+        changes: vec![Change {
+            what: "dispute",
+            writes: vec![Write {
+                key: Key::object("DISPUTE", &dispute.id),
+                op: Op::Put(attributes([
+                    ("amount", Some(dispute.amount.into())),
+                    ("currency", Some(dispute.currency.as_str().into())),
+                    ("reason", dispute.reason.as_deref().map(Into::into)),
+                    ("charge", dispute.charge.as_deref().map(Into::into)),
+                    ("status", dispute.status.as_deref().map(Into::into)),
+                    ("evidence_due_by", due_by.map(Into::into)),
+                    (attr::VERSION, Some(v.as_str().into())),
+                ])),
+                guards: vec![Guard::Newer(v)],
+            }],
+            on_conflict: OnConflict::Skip,
+        }],
+        notifications: vec![Notification {
+            audience: Audience::Disputes,
+            text: format!(
+                "URGENT dispute {}: {} on charge {}, reason {}, {deadline}",
+                dispute.id,
+                Money::new(dispute.amount, &dispute.currency),
+                dispute.charge.as_deref().unwrap_or("unknown"),
+                dispute.reason.as_deref().unwrap_or("unknown"),
+            ),
+        }],
+    }
+}

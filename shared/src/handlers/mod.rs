@@ -1,0 +1,292 @@
+//! One handler per Stripe object family. A handler reads the event (and, where it must, the current
+//! state) and *plans* [`Change`]s and [`Notification`]s; it never writes. The processor then applies the
+//! plan in one transaction with the event's exactly-once marker and sends the notifications, each at
+//! most once per channel. Dispatch is a `match` on [`EventType`]: that is the registry.
+//!
+//! To add a handler: add the type to `event_types!` in `event.rs`, a function here (or a new module)
+//! that returns a [`Plan`], and an arm in [`plan`]. Guard each object write with
+//! [`Guard::Newer`](crate::billing::Guard::Newer) and a [`Version`] so out-of-order deliveries cannot roll
+//! state back.
+
+mod charge;
+mod checkout;
+mod dispute;
+mod invoice;
+mod payment_intent;
+mod subscription;
+
+use crate::{
+    billing::{BillingError, BillingStore, Change, Version},
+    event::{EventError, EventType, StripeEvent},
+};
+
+/// What an event should do.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// State changes, applied atomically with the event's marker.
+    pub changes: Vec<Change>,
+    /// Messages for people, sent after the changes commit.
+    pub notifications: Vec<Notification>,
+}
+
+/// Who a notification is for. Routing channels to destinations is configuration; the handler only says
+/// what kind of news it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Audience {
+    /// Money came in.
+    Payments,
+    /// A payment or renewal failed: someone may need to reach out.
+    Failures,
+    /// A dispute: evidence is due within days.
+    Disputes,
+    /// Lifecycle news about a customer (trial ending).
+    Customers,
+}
+
+impl Audience {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payments => "payments",
+            Self::Failures => "failures",
+            Self::Disputes => "disputes",
+            Self::Customers => "customers",
+        }
+    }
+}
+
+/// A message for people about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// What kind of news.
+    pub audience: Audience,
+    /// The text, with amounts formatted for their currency.
+    pub text: String,
+}
+
+/// A handler could not plan.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// `data.object` is not the object the event type promises.
+    #[error("event object does not parse")]
+    Object(#[from] EventError),
+    /// A read of the current state failed.
+    #[error("billing state unavailable")]
+    Billing(#[from] BillingError),
+}
+
+/// Plans `event`, or `None` for a type no handler acts on (acknowledged and counted by the processor).
+/// `now` is only used in messages (days left until a deadline).
+pub async fn plan<S: BillingStore>(
+    event: &StripeEvent,
+    store: &S,
+    now: i64,
+) -> Result<Option<Plan>, HandlerError> {
+    use EventType::*;
+    let plan = match &event.event_type {
+        PaymentIntentSucceeded => payment_intent::succeeded(event, event.object()?),
+        PaymentIntentPaymentFailed => payment_intent::failed(event, event.object()?),
+        CheckoutSessionCompleted => checkout::completed(event, event.object()?),
+        InvoicePaid | InvoicePaymentSucceeded => invoice::paid(event, event.object()?),
+        InvoicePaymentFailed => invoice::payment_failed(event, event.object()?),
+        InvoiceFinalized => invoice::finalized(event, event.object()?),
+        CustomerSubscriptionCreated | CustomerSubscriptionUpdated | CustomerSubscriptionDeleted => {
+            subscription::changed(event, event.object()?)
+        }
+        CustomerSubscriptionTrialWillEnd => subscription::trial_will_end(event.object()?),
+        ChargeFailed => charge::failed(event, event.object()?),
+        ChargeRefunded => charge::refunded(event, event.object()?, store).await?,
+        ChargeDisputeCreated => dispute::created(event, event.object()?, now),
+        Other(_) => return Ok(None),
+    };
+    Ok(Some(plan))
+}
+
+/// An event's version for ordering writes to one object. `rank` orders an object's lifecycle within the
+/// same second (e.g. subscription created 0 < updated 1 < deleted 3).
+fn version(event: &StripeEvent, rank: u8) -> Version {
+    Version::new(event.created, rank, &event.id)
+}
+
+/// `2026-11-24` for a unix time (UTC), without a date crate.
+pub(crate) fn date(unix: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = unix.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// `cus_123` or `cus_123 (ana@example.com)`.
+pub(crate) fn who(customer: Option<&str>, email: Option<&str>) -> String {
+    match (customer, email) {
+        (Some(c), Some(e)) => format!("{c} ({e})"),
+        (Some(c), None) => c.to_owned(),
+        (None, Some(e)) => e.to_owned(),
+        (None, None) => "a guest".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::{self, Applied, AttributesExt, BillingStore, Key, MemoryBillingStore};
+
+    fn fixture(name: &str) -> StripeEvent {
+        let path = format!(
+            "{}/../tests/fixtures/stripe/events/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        StripeEvent::parse(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    async fn apply(store: &MemoryBillingStore, event: &StripeEvent) -> Option<Plan> {
+        let plan = plan(event, store, 1_723_000_000).await.unwrap()?;
+        store
+            .apply(&event.id, event.event_type.as_str(), plan.changes.clone())
+            .await
+            .unwrap();
+        Some(plan)
+    }
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(date(0), "1970-01-01");
+        assert_eq!(date(1_723_679_999), "2024-08-14");
+        assert_eq!(date(951_782_400), "2000-02-29");
+    }
+
+    #[tokio::test]
+    async fn every_fixture_has_a_documented_effect() {
+        let store = MemoryBillingStore::new();
+        let customer = "cus_QXg1o8vcGmoR32";
+        let handled = [
+            "payment_intent.succeeded",
+            "payment_intent.payment_failed",
+            "checkout.session.completed",
+            "invoice.finalized",
+            "invoice.paid",
+            "invoice.payment_succeeded",
+            "invoice.payment_failed",
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.trial_will_end",
+            "customer.subscription.deleted",
+            "charge.failed",
+            "charge.refunded",
+            "charge.dispute.created",
+        ];
+        for name in handled {
+            assert!(apply(&store, &fixture(name)).await.is_some(), "{name}");
+        }
+        for name in ["customer.created", "charge.succeeded", "refund.created"] {
+            assert!(
+                apply(&store, &fixture(name)).await.is_none(),
+                "{name} is not handled"
+            );
+        }
+        // The payment: the later event (succeeded, created 1234568090) wins over the failure (…7990).
+        let payment = billing::payment(&store, "pi_1PgafyB7WZ01zgkWSjxsAJo3")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(payment.status, "succeeded");
+        assert_eq!(payment.amount.to_string(), "10.99 USD");
+        // The subscription: deleted last, so access is revoked whatever was paid.
+        let sub = billing::subscription(&store, customer, "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sub.status, "canceled");
+        // The invoice fixtures bill a placeholder subscription id ("subscription"); its failed renewal
+        // left it past_due, which keeps access until the end of the period the paid invoice covers.
+        let placeholder = billing::subscription(&store, customer, "subscription")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(placeholder.status, "past_due");
+        let paid_until = 1_721_954_054;
+        let entitlement = billing::entitlement(&store, customer, paid_until - 1)
+            .await
+            .unwrap();
+        assert!(entitlement.active);
+        assert_eq!(entitlement.status.as_deref(), Some("past_due"));
+        assert_eq!(entitlement.access_until, Some(paid_until));
+        assert!(
+            !billing::entitlement(&store, customer, paid_until)
+                .await
+                .unwrap()
+                .active
+        );
+        // The invoice: paid (its latest event), with its amount.
+        let invoice = billing::invoice(&store, customer, "in_1Pgc6tB7WZ01zgkWu9fdqL6I")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(invoice.s("status"), Some("paid"));
+        assert_eq!(invoice.n("amount_due"), Some(1000));
+        let dispute = store
+            .get(&Key::object("DISPUTE", "dp_1Pgc71B7WZ01zgkWMevJiAUx"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(dispute.n("evidence_due_by"), Some(1_723_679_999));
+        let charge = store
+            .get(&Key::object("CHARGE", "ch_1PgafuB7WZ01zgkWXYmPNZs8"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(charge.s("status"), Some("refunded"));
+    }
+
+    #[tokio::test]
+    async fn notifications_carry_what_a_person_needs() {
+        let store = MemoryBillingStore::new();
+        let dispute = apply(&store, &fixture("charge.dispute.created"))
+            .await
+            .unwrap();
+        let text = &dispute.notifications[0].text;
+        assert_eq!(dispute.notifications[0].audience, Audience::Disputes);
+        assert!(text.contains("10.00 USD"), "{text}");
+        assert!(text.contains("general"), "{text}");
+        assert!(text.contains("2024-08-14"), "{text}");
+        assert!(text.contains("7 days left"), "{text}");
+        let failed = apply(&store, &fixture("payment_intent.payment_failed"))
+            .await
+            .unwrap();
+        assert!(failed.notifications[0].text.contains("generic_decline"));
+        let trial = apply(&store, &fixture("customer.subscription.trial_will_end"))
+            .await
+            .unwrap();
+        assert_eq!(trial.notifications[0].audience, Audience::Customers);
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_event_changes_nothing_the_second_time() {
+        let store = MemoryBillingStore::new();
+        let event = fixture("invoice.paid");
+        let plan = plan(&event, &store, 0).await.unwrap().unwrap();
+        assert!(matches!(
+            store
+                .apply(&event.id, "invoice.paid", plan.changes.clone())
+                .await
+                .unwrap(),
+            Applied::Now { .. }
+        ));
+        let before = store.state();
+        assert_eq!(
+            store
+                .apply(&event.id, "invoice.paid", plan.changes)
+                .await
+                .unwrap(),
+            Applied::Before
+        );
+        assert_eq!(store.state(), before);
+    }
+}

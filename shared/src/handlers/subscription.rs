@@ -1,0 +1,68 @@
+//! `customer.subscription.*`: the subscription's status, plan and period; deleted revokes access.
+
+use super::{version, Audience, Notification, Plan};
+use crate::{
+    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    event::{EventType, StripeEvent},
+    objects::Subscription,
+};
+
+/// A subscription's lifecycle within one second: created, updated, deleted (terminal, wins ties).
+fn rank(event_type: &EventType) -> u8 {
+    match event_type {
+        EventType::CustomerSubscriptionCreated => 0,
+        EventType::CustomerSubscriptionDeleted => 3,
+        _ => 1,
+    }
+}
+
+/// Replaces the subscription's state if this event is newer than the one that last wrote it.
+pub(super) fn changed(event: &StripeEvent, sub: Subscription) -> Plan {
+    let Some(customer) = sub.customer.as_deref() else {
+        return Plan::default();
+    };
+    let v = version(event, rank(&event.event_type));
+    Plan {
+        changes: vec![Change {
+            what: "subscription",
+            writes: vec![Write {
+                key: Key::customer(customer, format!("SUB#{}", sub.id)),
+                op: Op::Put(attributes([
+                    ("status", Some(sub.status.as_str().into())),
+                    ("plan", sub.plan().map(Into::into)),
+                    (
+                        "current_period_end",
+                        sub.current_period_end().map(Into::into),
+                    ),
+                    (
+                        "cancel_at_period_end",
+                        Some(sub.cancel_at_period_end.into()),
+                    ),
+                    (attr::VERSION, Some(v.as_str().into())),
+                ])),
+                guards: vec![Guard::Newer(v)],
+            }],
+            on_conflict: OnConflict::Skip,
+        }],
+        notifications: vec![],
+    }
+}
+
+/// Three days before a trial ends: tell the customers channel (no state change).
+pub(super) fn trial_will_end(sub: Subscription) -> Plan {
+    let when = sub
+        .trial_end
+        .map(super::date)
+        .unwrap_or_else(|| "soon".to_owned());
+    Plan {
+        changes: vec![],
+        notifications: vec![Notification {
+            audience: Audience::Customers,
+            text: format!(
+                "Trial ending {when}: subscription {} of {}",
+                sub.id,
+                super::who(sub.customer.as_deref(), None)
+            ),
+        }],
+    }
+}
