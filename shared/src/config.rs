@@ -30,6 +30,12 @@ pub const EVENT_QUEUE_URL: &str = "EVENT_QUEUE_URL";
 pub const MAX_BODY_BYTES: &str = "MAX_BODY_BYTES";
 /// Largest SQS message (body plus attributes) the queue takes; larger bodies are stored in the table.
 pub const SQS_MAX_MESSAGE_BYTES: &str = "SQS_MAX_MESSAGE_BYTES";
+/// The billing table (processor).
+pub const BILLING_TABLE_NAME: &str = "BILLING_TABLE_NAME";
+/// A Slack incoming-webhook URL (local runs and tests).
+pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
+/// ARN of a Secrets Manager secret holding the Slack incoming-webhook URL (deployed).
+pub const SLACK_WEBHOOK_SECRET_ARN: &str = "SLACK_WEBHOOK_SECRET_ARN";
 /// CloudWatch namespace of the EMF metrics.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 
@@ -99,11 +105,40 @@ pub struct ReceiverConfig {
     pub metrics_namespace: String,
 }
 
+/// Where the Slack webhook URL comes from, if notifications are on.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SlackSource {
+    /// Notifications are only logged.
+    Off,
+    /// Given directly (`SLACK_WEBHOOK_URL`).
+    Url(String),
+    /// Fetched once at cold start (`SLACK_WEBHOOK_SECRET_ARN`).
+    SecretsManager {
+        /// The secret's ARN or name.
+        arn: String,
+    },
+}
+
+impl std::fmt::Debug for SlackSource {
+    /// The webhook URL is a credential: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off => f.write_str("Off"),
+            Self::Url(_) => f.write_str("Url([redacted])"),
+            Self::SecretsManager { arn } => write!(f, "SecretsManager({arn})"),
+        }
+    }
+}
+
 /// Everything the processor needs, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct ProcessorConfig {
     /// Dedup table name (bodies too large for SQS are read from it).
     pub dedup_table: String,
+    /// Billing table name.
+    pub billing_table: String,
+    /// Slack notifications.
+    pub slack: SlackSource,
     /// EMF namespace.
     pub metrics_namespace: String,
 }
@@ -191,8 +226,24 @@ impl ProcessorConfig {
     /// Reads settings through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
+        let slack = match (
+            env.get(SLACK_WEBHOOK_URL),
+            env.get(SLACK_WEBHOOK_SECRET_ARN),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: SLACK_WEBHOOK_URL,
+                    reason: "set either it or SLACK_WEBHOOK_SECRET_ARN, not both",
+                })
+            }
+            (Some(url), None) => SlackSource::Url(url),
+            (None, Some(arn)) => SlackSource::SecretsManager { arn },
+            (None, None) => SlackSource::Off,
+        };
         Ok(Self {
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
+            billing_table: env.require(BILLING_TABLE_NAME)?,
+            slack,
             metrics_namespace: env
                 .get(METRICS_NAMESPACE)
                 .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),

@@ -16,6 +16,7 @@
 //! | [`objects`] | the Stripe objects handlers read (only the fields used) |
 //! | [`handlers`] | one handler per object family: event → planned changes and notifications |
 //! | [`billing`] | billing state: exactly-once, order-safe writes and the read API (`entitlement`) |
+//! | [`notify`] | Slack notifications |
 //! | [`money`] | minor-unit amounts and their formatting |
 //! | [`config`] | every environment variable, read once at cold start |
 //! | [`secrets`] | the signing secrets from Secrets Manager |
@@ -31,8 +32,11 @@ pub mod dedup;
 pub mod event;
 pub mod handlers;
 pub mod money;
+pub mod notify;
 pub mod objects;
 pub mod queue;
 pub mod secrets;
 pub mod signature;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;

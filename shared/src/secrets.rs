@@ -9,7 +9,7 @@ use aws_sdk_secretsmanager::{
 };
 
 use crate::{
-    config::SecretSource,
+    config::{SecretSource, SlackSource},
     signature::{SignatureError, SigningSecret},
 };
 
@@ -40,6 +40,11 @@ pub async fn resolve(
 
 /// Reads and parses the secret `arn`.
 pub async fn fetch(client: &Client, arn: &str) -> Result<Vec<SigningSecret>, SecretsError> {
+    SigningSecret::parse_list(&fetch_string(client, arn).await?).map_err(SecretsError::Invalid)
+}
+
+/// Reads a secret's string value (e.g. the Slack webhook URL).
+pub async fn fetch_string(client: &Client, arn: &str) -> Result<String, SecretsError> {
     let output = client
         .get_secret_value()
         .secret_id(arn)
@@ -47,5 +52,19 @@ pub async fn fetch(client: &Client, arn: &str) -> Result<Vec<SigningSecret>, Sec
         .await
         .map_err(|e| SecretsError::Fetch(Box::new(e)))?;
     let value = output.secret_string().ok_or(SecretsError::NotAString)?;
-    SigningSecret::parse_list(value).map_err(SecretsError::Invalid)
+    Ok(value.trim().to_owned())
+}
+
+/// The Slack webhook URL, if notifications are on.
+pub async fn resolve_slack(
+    source: &SlackSource,
+    sdk_config: &aws_config::SdkConfig,
+) -> Result<Option<String>, SecretsError> {
+    match source {
+        SlackSource::Off => Ok(None),
+        SlackSource::Url(url) => Ok(Some(url.clone())),
+        SlackSource::SecretsManager { arn } => {
+            Ok(Some(fetch_string(&Client::new(sdk_config), arn).await?))
+        }
+    }
 }

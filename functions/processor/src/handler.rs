@@ -1,10 +1,12 @@
-//! One SQS batch: read each message's event, log it, and report exactly the messages that failed.
+//! One SQS batch: each message's event is planned by its handler, applied to the billing state exactly
+//! once, and its notifications sent; the response lists exactly the messages that failed.
 //!
-//! Business handlers come later; today each event is parsed, its stashed body fetched when it was too
-//! large for SQS, and the decision logged. A message that fails is listed as a `BatchItemFailure`, so
-//! SQS retries only it (and moves it to the DLQ after `maxReceiveCount`) while the rest of the batch is
-//! deleted. That needs `FunctionResponseTypes: [ReportBatchItemFailures]` on the event source mapping
-//! (set in `template.yaml`); without it the response is ignored and a failure retries the whole batch.
+//! A failed message is listed as a `BatchItemFailure`, so SQS retries only it (and moves it to the DLQ
+//! after `maxReceiveCount`) while the rest of the batch is deleted. That needs
+//! `FunctionResponseTypes: [ReportBatchItemFailures]` on the event source mapping (set in
+//! `template.yaml`); without it the response is ignored and a failure retries the whole batch.
+//! Nothing is acknowledged that was not applied: a message succeeds only once its changes committed
+//! (now or by an earlier delivery) and its notifications were sent (now or before).
 
 use std::time::Instant;
 
@@ -12,23 +14,31 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
+    billing::{Applied, BillingError, BillingStore, Key},
     dedup::{DedupError, DedupStore},
-    event::{EventEnvelope, EventError},
+    event::{EventError, StripeEvent},
+    handlers::{self, HandlerError, Notification},
+    notify::{NotifyError, SlackNotifier},
     queue::{attribute, MessageBody, QueueError, QueueMessage},
+    signature::unix_now,
     telemetry::{Metrics, Outcome},
 };
 use tracing::{error, info, Instrument};
 
 /// Everything a batch needs, built once at cold start.
 #[derive(Debug)]
-pub struct App<S> {
+pub struct App<S, B> {
     /// The dedup table, where bodies too large for SQS are stashed.
-    pub store: S,
+    pub bodies: S,
+    /// The billing state.
+    pub billing: B,
+    /// Slack, if configured; otherwise notifications are only logged.
+    pub slack: Option<SlackNotifier>,
     /// EMF metrics.
     pub metrics: Metrics,
 }
 
-/// Why one message could not be processed.
+/// Why one message could not be processed. Each is retried by SQS, then dead-lettered.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// The message has no body.
@@ -43,11 +53,32 @@ pub enum ProcessError {
     /// The body is not a Stripe event.
     #[error("not a stripe event")]
     NotAnEvent(#[from] EventError),
+    /// The handler could not plan.
+    #[error("handler failed")]
+    Handler(#[from] HandlerError),
+    /// The billing table failed.
+    #[error("billing state unavailable")]
+    Billing(#[from] BillingError),
+    /// A notification could not be sent.
+    #[error("notification failed")]
+    Notify(#[from] NotifyError),
+}
+
+impl ProcessError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::EmptyMessage | Self::Malformed(_) | Self::NotAnEvent(_) => "malformed_message",
+            Self::StashedBody(_) => "stashed_body_unavailable",
+            Self::Handler(HandlerError::Object(_)) => "unexpected_object",
+            Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
+            Self::Notify(_) => "notification_failed",
+        }
+    }
 }
 
 /// Handles one batch; never fails as a whole, each message succeeds or is reported.
-pub async fn handle<S: DedupStore>(
-    app: &App<S>,
+pub async fn handle<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let results = join_all(event.payload.records.iter().map(|message| {
@@ -68,34 +99,131 @@ pub async fn handle<S: DedupStore>(
     Ok(response)
 }
 
-async fn process<S: DedupStore>(app: &App<S>, message: &SqsMessage) -> Result<(), ProcessError> {
+async fn process<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    message: &SqsMessage,
+) -> Result<(), ProcessError> {
     let started = Instant::now();
-    let result = read_event(app, message).await;
+    let result = apply(app, message).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok(event) => {
-            info!(event_id = %event.id, event_type = %event.event_type, outcome = %Outcome::Ignored, reason = "no_handler", latency_ms, "event processed");
-            app.metrics.record(Outcome::Ignored, latency_ms);
+        Ok(done) => {
+            let outcome = if done.handled {
+                Outcome::Handled
+            } else {
+                Outcome::Ignored
+            };
+            info!(
+                event_id = %done.event_id,
+                event_type = %done.event_type,
+                outcome = %outcome,
+                reason = done.reason,
+                skipped = ?done.skipped,
+                notified = done.notified,
+                latency_ms,
+                "event processed"
+            );
+            app.metrics.record(outcome, latency_ms);
         }
         Err(err) => {
-            error!(outcome = %Outcome::Failed, reason = %err, latency_ms, receive_count = receive_count(message), "message failed; SQS will retry it");
+            error!(outcome = %Outcome::Failed, reason = err.reason(), error = %error_chain(err), latency_ms, receive_count = receive_count(message), "message failed; SQS will retry it");
             app.metrics.record(Outcome::Failed, latency_ms);
         }
     }
     result.map(|_| ())
 }
 
-async fn read_event<S: DedupStore>(
-    app: &App<S>,
+/// What became of one event, for its log line.
+struct Done {
+    event_id: String,
+    event_type: String,
+    handled: bool,
+    reason: &'static str,
+    skipped: Vec<&'static str>,
+    notified: usize,
+}
+
+async fn apply<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
     message: &SqsMessage,
-) -> Result<EventEnvelope, ProcessError> {
+) -> Result<Done, ProcessError> {
+    let event = read_event(app, message).await?;
+    let mut done = Done {
+        event_id: event.id.clone(),
+        event_type: event.event_type.to_string(),
+        handled: false,
+        reason: "no_handler",
+        skipped: Vec::new(),
+        notified: 0,
+    };
+    let now = unix_now() as i64;
+    let Some(plan) = handlers::plan(&event, &app.billing, now).await? else {
+        return Ok(done);
+    };
+    done.handled = true;
+    match app
+        .billing
+        .apply(&event.id, event.event_type.as_str(), plan.changes)
+        .await?
+    {
+        Applied::Now { skipped } => {
+            done.reason = if skipped.is_empty() {
+                "applied"
+            } else {
+                "applied_older_event"
+            };
+            done.skipped = skipped;
+        }
+        Applied::Before => done.reason = "applied_before",
+    }
+    // Notifications go out after the state commits; a redelivery (after a failed send) lands here with
+    // `Applied::Before` and sends only what was not recorded as sent.
+    for notification in &plan.notifications {
+        if notify(app, &event, notification, now).await? {
+            done.notified += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// Sends one notification unless it was already sent for this event; `true` if sent now.
+async fn notify<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    event: &StripeEvent,
+    notification: &Notification,
+    now: i64,
+) -> Result<bool, ProcessError> {
+    let Some(slack) = &app.slack else {
+        info!(event_id = %event.id, audience = notification.audience.as_str(), "notification (no channel configured)");
+        return Ok(false);
+    };
+    let channel = slack.channel(notification);
+    if app
+        .billing
+        .get(&Key::notification(&event.id, &channel))
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    slack.send(notification).await?;
+    app.billing
+        .record_notification(&event.id, &channel, now)
+        .await?;
+    Ok(true)
+}
+
+async fn read_event<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    message: &SqsMessage,
+) -> Result<StripeEvent, ProcessError> {
     let body = message.body.as_deref().ok_or(ProcessError::EmptyMessage)?;
     let location = message_attribute(message, attribute::BODY_LOCATION);
     let bytes = match QueueMessage::parse_body(body, location)? {
         MessageBody::Inline(text) => text.into_bytes(),
-        MessageBody::Stashed(stashed) => app.store.fetch_body(&stashed).await?,
+        MessageBody::Stashed(stashed) => app.bodies.fetch_body(&stashed).await?,
     };
-    Ok(EventEnvelope::parse(&bytes)?)
+    Ok(StripeEvent::parse(&bytes)?)
 }
 
 fn message_attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
@@ -113,19 +241,37 @@ fn receive_count(message: &SqsMessage) -> &str {
         .map_or("", String::as_str)
 }
 
+/// An error and its sources on one line, for logs.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use aws_lambda_events::event::sqs::SqsMessageAttribute;
     use lambda_runtime::Context;
-    use stripe_pipeline::{dedup::MemoryDedupStore, signature::unix_now};
+    use stripe_pipeline::{
+        billing::{self, MemoryBillingStore},
+        dedup::MemoryDedupStore,
+        signature::unix_now,
+    };
 
     use super::*;
 
-    fn app() -> App<MemoryDedupStore> {
+    fn app() -> App<MemoryDedupStore, MemoryBillingStore> {
         App {
-            store: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
+            bodies: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
+            billing: MemoryBillingStore::new(),
+            slack: None,
             metrics: Metrics::new("Test", "processor"),
         }
     }
@@ -145,7 +291,10 @@ mod tests {
         message
     }
 
-    async fn failed_ids(app: &App<MemoryDedupStore>, records: Vec<SqsMessage>) -> Vec<String> {
+    async fn failed_ids(
+        app: &App<MemoryDedupStore, MemoryBillingStore>,
+        records: Vec<SqsMessage>,
+    ) -> Vec<String> {
         let mut event = SqsEvent::default();
         event.records = records;
         let response = handle(app, LambdaEvent::new(event, Context::default()))
@@ -180,7 +329,7 @@ mod tests {
         let app = app();
         let body = include_bytes!("../../../tests/fixtures/stripe/events/charge.refunded.json");
         let stashed = app
-            .store
+            .bodies
             .stash_body("evt_big", body, unix_now())
             .await
             .unwrap();
@@ -193,5 +342,35 @@ mod tests {
             message("m-missing", &missing, Some("dedup_table")),
         ];
         assert_eq!(failed_ids(&app, records).await, ["m-missing"]);
+        // The stashed charge.refunded was applied.
+        let charge = app
+            .billing
+            .get(&billing::Key::object(
+                "CHARGE",
+                "ch_1PgafuB7WZ01zgkWXYmPNZs8",
+            ))
+            .await
+            .unwrap();
+        assert!(charge.is_some());
+    }
+
+    #[tokio::test]
+    async fn billing_down_fails_the_message_and_a_retry_applies_it_once() {
+        let app = app();
+        let body = include_str!("../../../tests/fixtures/stripe/events/invoice.paid.json");
+        app.billing.set_unavailable(true);
+        assert_eq!(
+            failed_ids(&app, vec![message("m1", body, None)]).await,
+            ["m1"]
+        );
+        app.billing.set_unavailable(false);
+        assert!(failed_ids(&app, vec![message("m1", body, None)])
+            .await
+            .is_empty());
+        let state = app.billing.state();
+        assert!(failed_ids(&app, vec![message("m1", body, None)])
+            .await
+            .is_empty());
+        assert_eq!(app.billing.state(), state);
     }
 }

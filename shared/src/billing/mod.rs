@@ -19,7 +19,8 @@
 //! # Table layout (single table, `pk` + `sk`)
 //! | pk | sk | holds |
 //! | --- | --- | --- |
-//! | `CUSTOMER#<cus>` | `SUB#<sub>` | status, plan, period end, cancel_at_period_end, version |
+//! | `CUSTOMER#<cus>` | `SUB#<sub>` | plan, period end, cancel_at_period_end, version |
+//! | `CUSTOMER#<cus>` | `SUB#<sub>#STATUS` | status, version (also set by checkout and failed invoices) |
 //! | `CUSTOMER#<cus>` | `ACCESS` | `access_until`: latest period end paid for |
 //! | `CUSTOMER#<cus>` | `CREDITS` | `balance` |
 //! | `CUSTOMER#<cus>` | `INVOICE#<in>` | amount due/paid, due date, hosted URL, status, version |
@@ -232,6 +233,38 @@ pub struct Change {
     pub writes: Vec<Write>,
     /// When a guard fails.
     pub on_conflict: OnConflict,
+    /// With `Skip`: what to try instead when a guard fails (e.g. a grant arriving after its refund).
+    pub fallback: Option<Box<Change>>,
+}
+
+impl Change {
+    /// A change whose writes are dropped (as out of date) when a guard fails.
+    pub fn skippable(what: &'static str, writes: Vec<Write>) -> Self {
+        Self {
+            what,
+            writes,
+            on_conflict: OnConflict::Skip,
+            fallback: None,
+        }
+    }
+
+    /// A change planned from a read: if a guard fails, the message is retried and re-planned.
+    pub fn retryable(what: &'static str, writes: Vec<Write>) -> Self {
+        Self {
+            what,
+            writes,
+            on_conflict: OnConflict::Retry,
+            fallback: None,
+        }
+    }
+
+    /// This change, or `fallback` when its guards fail.
+    pub fn or_else(self, fallback: Change) -> Self {
+        Self {
+            fallback: Some(Box::new(fallback)),
+            ..self
+        }
+    }
 }
 
 /// The result of applying an event.
@@ -258,6 +291,9 @@ pub enum BillingError {
     /// More writes than one transaction holds.
     #[error("too many writes for one transaction")]
     TooManyWrites,
+    /// Two writes of one event touch the same item, which a DynamoDB transaction refuses.
+    #[error("{0} writes an item another change of the event also writes")]
+    SameItemTwice(&'static str),
 }
 
 /// DynamoDB allows 100 items per transaction; one is the marker.
@@ -314,7 +350,13 @@ where
     loop {
         let mut writes = vec![marker.clone()];
         let mut owner = vec![usize::MAX];
+        let mut keys = std::collections::BTreeSet::from([marker.key.clone()]);
         for (index, change) in changes.iter().enumerate() {
+            for write in &change.writes {
+                if !keys.insert(write.key.clone()) {
+                    return Err(BillingError::SameItemTwice(change.what));
+                }
+            }
             writes.extend(change.writes.iter().cloned());
             owner.extend(std::iter::repeat_n(index, change.writes.len()));
         }
@@ -333,7 +375,10 @@ where
             if change.on_conflict == OnConflict::Retry {
                 return Err(BillingError::Conflict(change.what));
             }
-            skipped.push(change.what);
+            match change.fallback {
+                Some(fallback) => changes.insert(index, *fallback),
+                None => skipped.push(change.what),
+            }
         }
     }
 }
@@ -390,18 +435,33 @@ pub async fn subscriptions<S: BillingStore>(
     customer: &str,
 ) -> Result<Vec<SubscriptionState>, BillingError> {
     let items = store.query(&Key::customer(customer, "").pk).await?;
-    Ok(items
-        .into_iter()
-        .filter_map(|(sk, item)| {
-            Some(SubscriptionState {
-                id: sk.strip_prefix("SUB#")?.to_owned(),
-                status: item.s("status")?.to_owned(),
-                plan: item.s("plan").map(str::to_owned),
-                current_period_end: item.n("current_period_end"),
-                cancel_at_period_end: item.flag("cancel_at_period_end"),
-            })
-        })
-        .collect())
+    let mut subscriptions: BTreeMap<String, SubscriptionState> = BTreeMap::new();
+    for (sk, item) in items {
+        let Some(rest) = sk.strip_prefix("SUB#") else {
+            continue;
+        };
+        let (id, is_status) = match rest.strip_suffix("#STATUS") {
+            Some(id) => (id, true),
+            None => (rest, false),
+        };
+        let state = subscriptions
+            .entry(id.to_owned())
+            .or_insert_with(|| SubscriptionState {
+                id: id.to_owned(),
+                status: "unknown".to_owned(),
+                plan: None,
+                current_period_end: None,
+                cancel_at_period_end: false,
+            });
+        if is_status {
+            state.status = item.s("status").unwrap_or("unknown").to_owned();
+        } else {
+            state.plan = item.s("plan").map(str::to_owned);
+            state.current_period_end = item.n("current_period_end");
+            state.cancel_at_period_end = item.flag("cancel_at_period_end");
+        }
+    }
+    Ok(subscriptions.into_values().collect())
 }
 
 /// One subscription of a customer.

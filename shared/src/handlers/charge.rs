@@ -4,8 +4,7 @@
 use super::{version, HandlerError, Plan};
 use crate::{
     billing::{
-        attr, attributes, AttributesExt, BillingStore, Change, Guard, Key, OnConflict, Op, Value,
-        Write,
+        attr, attributes, AttributesExt, BillingStore, Change, Guard, Key, Op, Value, Write,
     },
     event::StripeEvent,
     objects::Charge,
@@ -16,9 +15,9 @@ const RANK_REFUNDED: u8 = 2;
 
 fn record(event: &StripeEvent, charge: &Charge, status: &str, rank: u8) -> Change {
     let v = version(event, rank);
-    Change {
-        what: "charge",
-        writes: vec![Write {
+    Change::skippable(
+        "charge",
+        vec![Write {
             key: Key::object("CHARGE", &charge.id),
             op: Op::Put(attributes([
                 ("status", Some(status.into())),
@@ -38,8 +37,7 @@ fn record(event: &StripeEvent, charge: &Charge, status: &str, rank: u8) -> Chang
             ])),
             guards: vec![Guard::Newer(v)],
         }],
-        on_conflict: OnConflict::Skip,
-    }
+    )
 }
 
 /// Records the failed charge.
@@ -65,18 +63,14 @@ pub(super) async fn refunded<S: BillingStore>(
     if let (true, Some(payment)) = (charge.refunded, charge.payment_intent.as_deref()) {
         let key = Key::object("GRANT", payment);
         match store.get(&key).await? {
-            None => changes.push(Change {
-                what: "credits.reverse",
-                writes: vec![Write {
+            None => changes.push(Change::retryable(
+                "credits.reverse",
+                vec![Write {
                     key,
-                    op: Op::Put(attributes([
-                        ("reversed", Some(true.into())),
-                        ("credits", Some(0.into())),
-                    ])),
+                    op: Op::Put(attributes([("reversed", Some(true.into()))])),
                     guards: vec![Guard::Absent],
                 }],
-                on_conflict: OnConflict::Retry,
-            }),
+            )),
             Some(grant) if grant.flag("reversed") => {}
             Some(grant) => {
                 let credits = grant.n("credits").unwrap_or(0);
@@ -95,11 +89,7 @@ pub(super) async fn refunded<S: BillingStore>(
                         guards: vec![],
                     });
                 }
-                changes.push(Change {
-                    what: "credits.reverse",
-                    writes,
-                    on_conflict: OnConflict::Retry,
-                });
+                changes.push(Change::retryable("credits.reverse", writes));
             }
         }
     }

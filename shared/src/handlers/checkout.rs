@@ -2,7 +2,7 @@
 
 use super::{version, Plan};
 use crate::{
-    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    billing::{attributes, Change, Guard, Key, Op, Value, Write},
     event::StripeEvent,
     objects::CheckoutSession,
 };
@@ -22,18 +22,12 @@ pub(super) fn completed(event: &StripeEvent, session: CheckoutSession) -> Plan {
     let mut changes = Vec::new();
     if let (Some(customer), Some(subscription)) = (customer, session.subscription.as_deref()) {
         let v = version(event, RANK_ACTIVATE);
-        changes.push(Change {
-            what: "subscription.activate",
-            writes: vec![Write {
-                key: Key::customer(customer, format!("SUB#{subscription}")),
-                op: Op::Set(attributes([
-                    ("status", Some("active".into())),
-                    (attr::VERSION, Some(v.as_str().into())),
-                ])),
-                guards: vec![Guard::Newer(v)],
-            }],
-            on_conflict: OnConflict::Skip,
-        });
+        changes.push(super::subscription::status_change(
+            customer,
+            subscription,
+            "active",
+            v,
+        ));
     }
     let credits = session
         .metadata
@@ -41,29 +35,54 @@ pub(super) fn completed(event: &StripeEvent, session: CheckoutSession) -> Plan {
         .and_then(|c| c.trim().parse::<i64>().ok())
         .filter(|c| *c > 0);
     if let (Some(customer), Some(credits)) = (customer, credits) {
-        // One grant per payment: the grant record is created only if absent, so neither a redelivery
-        // nor a refund that arrived first (it leaves a reversed record) can add the credits again.
-        let grant = session.payment_intent.as_deref().unwrap_or(&session.id);
-        changes.push(Change {
-            what: "credits.grant",
-            writes: vec![
+        // One grant per payment: the grant record is created only if absent, so a redelivery cannot add
+        // the credits again. A refund that arrived first left a reversed record with no credits: then the
+        // grant only fills in what it would have granted (adding nothing), so the state is the same as
+        // grant-then-refund in order.
+        let grant = Key::object(
+            "GRANT",
+            session.payment_intent.as_deref().unwrap_or(&session.id),
+        );
+        let record = attributes([
+            ("customer", Some(customer.into())),
+            ("credits", Some(credits.into())),
+            ("checkout_session", Some(session.id.as_str().into())),
+        ]);
+        let balance = Key::customer(customer, "CREDITS");
+        let grant_now = Change::skippable(
+            "credits.grant",
+            vec![
                 Write {
-                    key: Key::object("GRANT", grant),
-                    op: Op::Put(attributes([
-                        ("customer", Some(customer.into())),
-                        ("credits", Some(credits.into())),
-                        ("checkout_session", Some(session.id.as_str().into())),
-                    ])),
+                    key: grant.clone(),
+                    op: Op::Put(record.clone()),
                     guards: vec![Guard::Absent],
                 },
                 Write {
-                    key: Key::customer(customer, "CREDITS"),
+                    key: balance.clone(),
                     op: Op::Add(vec![("balance", credits)]),
                     guards: vec![],
                 },
             ],
-            on_conflict: OnConflict::Skip,
-        });
+        );
+        let after_refund = Change::skippable(
+            "credits.grant_after_refund",
+            vec![
+                Write {
+                    key: grant,
+                    op: Op::Set(record),
+                    guards: vec![
+                        Guard::Equals("reversed", Value::Bool(true)),
+                        Guard::Unset("credits"),
+                    ],
+                },
+                Write {
+                    key: balance,
+                    op: Op::Add(vec![("balance", 0)]),
+                    guards: vec![],
+                },
+            ],
+        );
+        changes.push(grant_now.or_else(after_refund));
     }
     Plan {
         changes,

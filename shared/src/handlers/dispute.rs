@@ -2,7 +2,7 @@
 
 use super::{version, Audience, Notification, Plan};
 use crate::{
-    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    billing::{attr, attributes, Change, Guard, Key, Op, Write},
     event::StripeEvent,
     money::Money,
     objects::Dispute,
@@ -24,9 +24,9 @@ pub(super) fn created(event: &StripeEvent, dispute: Dispute, now: i64) -> Plan {
         None => "no evidence deadline given".to_owned(),
     };
     Plan {
-        changes: vec![Change {
-            what: "dispute",
-            writes: vec![Write {
+        changes: vec![Change::skippable(
+            "dispute",
+            vec![Write {
                 key: Key::object("DISPUTE", &dispute.id),
                 op: Op::Put(attributes([
                     ("amount", Some(dispute.amount.into())),
@@ -39,8 +39,7 @@ pub(super) fn created(event: &StripeEvent, dispute: Dispute, now: i64) -> Plan {
                 ])),
                 guards: vec![Guard::Newer(v)],
             }],
-            on_conflict: OnConflict::Skip,
-        }],
+        )],
         notifications: vec![Notification {
             audience: Audience::Disputes,
             text: format!(

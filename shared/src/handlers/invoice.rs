@@ -2,7 +2,7 @@
 
 use super::{version, Audience, Notification, Plan};
 use crate::{
-    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    billing::{attr, attributes, Change, Guard, Key, Op, Write},
     event::StripeEvent,
     money::Money,
     objects::Invoice,
@@ -17,9 +17,9 @@ const RANK_PAST_DUE: u8 = 1;
 
 fn record(event: &StripeEvent, invoice: &Invoice, customer: &str, rank: u8) -> Change {
     let v = version(event, rank);
-    Change {
-        what: "invoice",
-        writes: vec![Write {
+    Change::skippable(
+        "invoice",
+        vec![Write {
             key: Key::customer(customer, format!("INVOICE#{}", invoice.id)),
             op: Op::Put(attributes([
                 ("status", invoice.status.as_deref().map(Into::into)),
@@ -36,8 +36,7 @@ fn record(event: &StripeEvent, invoice: &Invoice, customer: &str, rank: u8) -> C
             ])),
             guards: vec![Guard::Newer(v)],
         }],
-        on_conflict: OnConflict::Skip,
-    }
+    )
 }
 
 /// Records the invoice (amount due, due date, hosted URL).
@@ -61,9 +60,9 @@ pub(super) fn paid(event: &StripeEvent, invoice: Invoice) -> Plan {
     };
     let mut changes = vec![record(event, &invoice, customer, RANK_PAID)];
     if let Some(until) = invoice.access_until() {
-        changes.push(Change {
-            what: "access",
-            writes: vec![Write {
+        changes.push(Change::skippable(
+            "access",
+            vec![Write {
                 key: Key::customer(customer, "ACCESS"),
                 op: Op::Set(attributes([
                     ("access_until", Some(until.into())),
@@ -71,8 +70,7 @@ pub(super) fn paid(event: &StripeEvent, invoice: Invoice) -> Plan {
                 ])),
                 guards: vec![Guard::Below("access_until", until)],
             }],
-            on_conflict: OnConflict::Skip,
-        });
+        ));
     }
     Plan {
         changes,
@@ -88,18 +86,12 @@ pub(super) fn payment_failed(event: &StripeEvent, invoice: Invoice) -> Plan {
     let mut changes = vec![record(event, &invoice, customer, RANK_FAILED)];
     if let Some(subscription) = invoice.subscription_id() {
         let v = version(event, RANK_PAST_DUE);
-        changes.push(Change {
-            what: "subscription.past_due",
-            writes: vec![Write {
-                key: Key::customer(customer, format!("SUB#{subscription}")),
-                op: Op::Set(attributes([
-                    ("status", Some("past_due".into())),
-                    (attr::VERSION, Some(v.as_str().into())),
-                ])),
-                guards: vec![Guard::Newer(v)],
-            }],
-            on_conflict: OnConflict::Skip,
-        });
+        changes.push(super::subscription::status_change(
+            customer,
+            subscription,
+            "past_due",
+            v,
+        ));
     }
     let who = super::who(Some(customer), invoice.customer_email.as_deref());
     let link = invoice

@@ -289,4 +289,78 @@ mod tests {
         );
         assert_eq!(store.state(), before);
     }
+
+    use proptest::prelude::*;
+
+    async fn apply_all(store: &MemoryBillingStore, bodies: &[&Vec<u8>]) {
+        for body in bodies {
+            let event = StripeEvent::parse(body).unwrap();
+            if let Some(plan) = plan(&event, store, 0).await.unwrap() {
+                store
+                    .apply(&event.id, event.event_type.as_str(), plan.changes)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_generated_history_in_order_ends_in_the_expected_state() {
+        let history = crate::testing::customer_history("hist", 1_800_000_000, true);
+        let store = MemoryBillingStore::new();
+        apply_all(&store, &history.events.iter().collect::<Vec<_>>()).await;
+        let sub = billing::subscription(&store, &history.customer, &history.subscription)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(sub.status, "canceled");
+        assert_eq!(sub.plan.as_deref(), Some("price_pro"));
+        assert!(sub.cancel_at_period_end);
+        let entitlement = billing::entitlement(&store, &history.customer, 1_800_000_100)
+            .await
+            .unwrap();
+        assert!(!entitlement.active, "deleted revokes access");
+        assert_eq!(entitlement.access_until, Some(history.paid_until));
+        assert_eq!(entitlement.credits, 0, "the refund took the credits back");
+        // Without the refund, the credits stay; before the deletion, access is on.
+        let kept = crate::testing::customer_history("kept", 1_800_000_000, false);
+        let store = MemoryBillingStore::new();
+        let before_delete: Vec<_> = kept.events.iter().take(kept.events.len() - 1).collect();
+        apply_all(&store, &before_delete).await;
+        let entitlement = billing::entitlement(&store, &kept.customer, 1_800_000_100)
+            .await
+            .unwrap();
+        assert!(entitlement.active);
+        assert_eq!(entitlement.plan.as_deref(), Some("price_pro"));
+        assert_eq!(entitlement.credits, kept.credits);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Any interleaving of a history, with any events delivered again, ends in the state of the
+        /// history applied in order, exactly once.
+        #[test]
+        fn any_order_and_duplicates_end_in_the_in_order_state(
+            refund in any::<bool>(),
+            order in Just((0..9usize).collect::<Vec<_>>()).prop_shuffle(),
+            duplicates in proptest::collection::vec(0..9usize, 0..6),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            runtime.block_on(async {
+                let history = crate::testing::customer_history("prop", 1_800_000_000, refund);
+                let n = history.events.len();
+                let in_order = MemoryBillingStore::new();
+                apply_all(&in_order, &history.events.iter().collect::<Vec<_>>()).await;
+                let shuffled = MemoryBillingStore::new();
+                let mut deliveries: Vec<&Vec<u8>> = order.iter().filter(|i| **i < n).map(|i| &history.events[*i]).collect();
+                for (k, d) in duplicates.iter().enumerate() {
+                    let at = (k * 3) % (deliveries.len() + 1);
+                    deliveries.insert(at, &history.events[d % n]);
+                }
+                apply_all(&shuffled, &deliveries).await;
+                prop_assert_eq!(shuffled.state(), in_order.state());
+                Ok(())
+            })?;
+        }
+    }
 }

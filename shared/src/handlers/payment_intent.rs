@@ -3,7 +3,7 @@
 
 use super::{version, Audience, Notification, Plan};
 use crate::{
-    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    billing::{attr, attributes, Change, Guard, Key, Op, Write},
     event::StripeEvent,
     money::Money,
     objects::PaymentIntent,
@@ -21,9 +21,9 @@ fn record(event: &StripeEvent, pi: &PaymentIntent, status: &str, rank: u8) -> Ch
         pi.amount
     };
     let decline = pi.last_payment_error.as_ref().and_then(|e| e.reason());
-    Change {
-        what: "payment",
-        writes: vec![Write {
+    Change::skippable(
+        "payment",
+        vec![Write {
             key: Key::object("PAYMENT", &pi.id),
             op: Op::Put(attributes([
                 ("status", Some(status.into())),
@@ -39,8 +39,7 @@ fn record(event: &StripeEvent, pi: &PaymentIntent, status: &str, rank: u8) -> Ch
             ])),
             guards: vec![Guard::Newer(v)],
         }],
-        on_conflict: OnConflict::Skip,
-    }
+    )
 }
 
 /// Records the payment, marks `metadata.order_id` paid, and tells the payments channel.
@@ -57,9 +56,9 @@ pub(super) fn succeeded(event: &StripeEvent, pi: PaymentIntent) -> Plan {
     let order = pi.metadata.get("order_id");
     if let Some(order) = order {
         // Paid is final: no later event un-pays an order (a refund is its own record), so no version.
-        changes.push(Change {
-            what: "order",
-            writes: vec![Write {
+        changes.push(Change::skippable(
+            "order",
+            vec![Write {
                 key: Key::object("ORDER", order),
                 op: Op::Set(attributes([
                     ("paid", Some(true.into())),
@@ -69,8 +68,7 @@ pub(super) fn succeeded(event: &StripeEvent, pi: PaymentIntent) -> Plan {
                 ])),
                 guards: vec![],
             }],
-            on_conflict: OnConflict::Skip,
-        });
+        ));
     }
     let who = super::who(pi.customer.as_deref(), pi.receipt_email.as_deref());
     let order = order.map(|o| format!(", order {o}")).unwrap_or_default();

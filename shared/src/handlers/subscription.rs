@@ -2,7 +2,7 @@
 
 use super::{version, Audience, Notification, Plan};
 use crate::{
-    billing::{attr, attributes, Change, Guard, Key, OnConflict, Op, Write},
+    billing::{attr, attributes, Change, Guard, Key, Op, Version, Write},
     event::{EventType, StripeEvent},
     objects::Subscription,
 };
@@ -16,36 +16,60 @@ fn rank(event_type: &EventType) -> u8 {
     }
 }
 
-/// Replaces the subscription's state if this event is newer than the one that last wrote it.
+/// Replaces the subscription's details and its status, each only if this event is newer than the one
+/// that last wrote it.
 pub(super) fn changed(event: &StripeEvent, sub: Subscription) -> Plan {
     let Some(customer) = sub.customer.as_deref() else {
         return Plan::default();
     };
     let v = version(event, rank(&event.event_type));
     Plan {
-        changes: vec![Change {
-            what: "subscription",
-            writes: vec![Write {
-                key: Key::customer(customer, format!("SUB#{}", sub.id)),
-                op: Op::Put(attributes([
-                    ("status", Some(sub.status.as_str().into())),
-                    ("plan", sub.plan().map(Into::into)),
-                    (
-                        "current_period_end",
-                        sub.current_period_end().map(Into::into),
-                    ),
-                    (
-                        "cancel_at_period_end",
-                        Some(sub.cancel_at_period_end.into()),
-                    ),
-                    (attr::VERSION, Some(v.as_str().into())),
-                ])),
-                guards: vec![Guard::Newer(v)],
-            }],
-            on_conflict: OnConflict::Skip,
-        }],
+        changes: vec![
+            Change::skippable(
+                "subscription",
+                vec![Write {
+                    key: Key::customer(customer, format!("SUB#{}", sub.id)),
+                    op: Op::Put(attributes([
+                        ("plan", sub.plan().map(Into::into)),
+                        (
+                            "current_period_end",
+                            sub.current_period_end().map(Into::into),
+                        ),
+                        (
+                            "cancel_at_period_end",
+                            Some(sub.cancel_at_period_end.into()),
+                        ),
+                        (attr::VERSION, Some(v.as_str().into())),
+                    ])),
+                    guards: vec![Guard::Newer(v.clone())],
+                }],
+            ),
+            status_change(customer, &sub.id, &sub.status, v),
+        ],
         notifications: vec![],
     }
+}
+
+/// The subscription's status is its own item: besides the subscription's events, checkout (activate)
+/// and a failed invoice (past_due) set it. Each item is only ever replaced whole by a newer event, so the
+/// final state is that of the newest event, whatever order they arrive in.
+pub(super) fn status_change(
+    customer: &str,
+    subscription: &str,
+    status: &str,
+    v: Version,
+) -> Change {
+    Change::skippable(
+        "subscription.status",
+        vec![Write {
+            key: Key::customer(customer, format!("SUB#{subscription}#STATUS")),
+            op: Op::Put(attributes([
+                ("status", Some(status.into())),
+                (attr::VERSION, Some(v.as_str().into())),
+            ])),
+            guards: vec![Guard::Newer(v)],
+        }],
+    )
 }
 
 /// Three days before a trial ends: tell the customers channel (no state change).
