@@ -1,10 +1,12 @@
 //! Sending notifications to Slack through an incoming webhook.
 //!
-//! Each notification is sent at most once per event and channel: the processor skips a channel already
-//! recorded for the event in the billing table, and records it after a successful send. A send that
-//! fails fails the SQS message, so it is retried — without re-applying state, which the event's marker
-//! already guards. (If the process dies between Slack's 200 and the record, the retry sends again:
-//! Slack webhooks take no idempotency key, so that window cannot be closed from here.)
+//! Each notification is sent at most once per event and channel: before sending, the processor claims
+//! `(event, channel)` in the billing table (a conditional put with a short lease), and marks it sent
+//! after Slack's 200. A duplicate delivery of the event finds the claim and sends nothing. A send that
+//! fails gives the claim up and fails the SQS message, so it is retried — without re-applying state,
+//! which the event's marker already guards. (If the process dies between Slack's 200 and the mark, the
+//! lease runs out and the retried message sends again: Slack webhooks take no idempotency key, so that
+//! window cannot be closed from here.)
 
 use std::time::Duration;
 

@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
-    billing::{Applied, BillingError, BillingStore, Key},
+    billing::{Applied, BillingError, BillingStore},
     dedup::{DedupError, DedupStore},
     event::{EventError, StripeEvent},
     handlers::{self, HandlerError, Notification},
@@ -198,17 +198,23 @@ async fn notify<S: DedupStore, B: BillingStore>(
         return Ok(false);
     };
     let channel = slack.channel(notification);
-    if app
+    if !app
         .billing
-        .get(&Key::notification(&event.id, &channel))
+        .claim_notification(&event.id, &channel, now)
         .await?
-        .is_some()
     {
         return Ok(false);
     }
-    slack.send(notification).await?;
+    if let Err(err) = slack.send(notification).await {
+        // Give the claim up so the retried message sends it; if this fails too, the lease runs out.
+        let _ = app
+            .billing
+            .finish_notification(&event.id, &channel, false)
+            .await;
+        return Err(err.into());
+    }
     app.billing
-        .record_notification(&event.id, &channel, now)
+        .finish_notification(&event.id, &channel, true)
         .await?;
     Ok(true)
 }

@@ -9,10 +9,13 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    apply_with, attr, attributes, marker_write, Applied, Attributes, BillingError, BillingStore,
-    Change, Guard, Key, Op, Value,
+    apply_with, attr, marker_write, Applied, Attributes, BillingError, BillingStore, Change, Guard,
+    Key, Op, Value,
 };
 use crate::signature::unix_now;
+
+/// Attempts of one transaction that loses to a concurrent one before the message is failed.
+const CONFLICT_ATTEMPTS: u64 = 4;
 
 /// The billing table on DynamoDB.
 #[derive(Debug, Clone)]
@@ -204,34 +207,45 @@ impl BillingStore for DynamoBillingStore {
                 .iter()
                 .map(|w| self.transact_item(w))
                 .collect::<Result<Vec<_>, _>>()?;
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(Vec::new()),
-                Err(error) => error,
-            };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            else {
-                return Err(unavailable(error));
-            };
-            let reasons = cancelled.cancellation_reasons();
-            let failed: Vec<usize> = reasons
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
-                .map(|(i, _)| i)
-                .collect();
-            // Cancelled for another reason (a concurrent transaction on the same items, throttling):
-            // nothing was written; fail the message so SQS retries it.
-            if failed.is_empty() {
-                return Err(unavailable(error));
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let result = self
+                    .client
+                    .transact_write_items()
+                    .set_transact_items(Some(items.clone()))
+                    .send()
+                    .await;
+                let Err(error) = result else {
+                    return Ok(Vec::new());
+                };
+                let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    error.as_service_error()
+                else {
+                    return Err(unavailable(error));
+                };
+                let reasons = cancelled.cancellation_reasons();
+                let failed: Vec<usize> = reasons
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                    .map(|(i, _)| i)
+                    .collect();
+                if !failed.is_empty() {
+                    return Ok(failed);
+                }
+                // Another transaction on the same items (the same event twice in one batch, or two
+                // events of one customer) won the race; nothing was written. Try again shortly; after
+                // that, fail the message and let SQS retry it.
+                let conflict = reasons
+                    .iter()
+                    .any(|r| r.code() == Some("TransactionConflict"));
+                if !conflict || attempt >= CONFLICT_ATTEMPTS {
+                    return Err(unavailable(error));
+                }
+                let backoff = 20 * attempt + fastrand::u64(..30);
+                tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
             }
-            Ok(failed)
         })
         .await
     }
@@ -280,23 +294,31 @@ impl BillingStore for DynamoBillingStore {
         }
     }
 
-    async fn record_notification(
+    async fn claim_notification(
         &self,
         event_id: &str,
         channel: &str,
         now: i64,
     ) -> Result<bool, BillingError> {
         let mut item = key_map(&Key::notification(event_id, channel));
-        for (k, v) in attributes([("sent_at", Some(now.into()))]) {
-            item.insert(k, to_attribute(&v));
-        }
+        item.insert("status".to_owned(), AttributeValue::S("sending".to_owned()));
+        item.insert(
+            "lease_until".to_owned(),
+            AttributeValue::N((now + super::NOTIFY_LEASE_SECS).to_string()),
+        );
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
+            .condition_expression(
+                "attribute_not_exists(#pk) OR (#status = :sending AND #lease < :now)",
+            )
             .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":sending", AttributeValue::S("sending".to_owned()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .send()
             .await;
         match result {
@@ -309,5 +331,36 @@ impl BillingStore for DynamoBillingStore {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn finish_notification(
+        &self,
+        event_id: &str,
+        channel: &str,
+        sent: bool,
+    ) -> Result<(), BillingError> {
+        let key = key_map(&Key::notification(event_id, channel));
+        if sent {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .update_expression("SET #status = :sent REMOVE #lease")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#lease", "lease_until")
+                .expression_attribute_values(":sent", AttributeValue::S("sent".to_owned()))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        } else {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .send()
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
     }
 }

@@ -135,7 +135,7 @@ impl BillingStore for MemoryBillingStore {
             .collect())
     }
 
-    async fn record_notification(
+    async fn claim_notification(
         &self,
         event_id: &str,
         channel: &str,
@@ -143,10 +143,38 @@ impl BillingStore for MemoryBillingStore {
     ) -> Result<bool, BillingError> {
         let mut items = self.items()?;
         let key = Key::notification(event_id, channel);
-        if items.contains_key(&key) {
-            return Ok(false);
+        let free = match items.get(&key) {
+            None => true,
+            Some(item) => {
+                matches!(item.get("status"), Some(Value::S(s)) if s == "sending")
+                    && matches!(item.get("lease_until"), Some(Value::N(l)) if *l < now)
+            }
+        };
+        if free {
+            items.insert(
+                key,
+                attributes([
+                    ("status", Some("sending".into())),
+                    ("lease_until", Some((now + super::NOTIFY_LEASE_SECS).into())),
+                ]),
+            );
         }
-        items.insert(key, attributes([("sent_at", Some(now.into()))]));
-        Ok(true)
+        Ok(free)
+    }
+
+    async fn finish_notification(
+        &self,
+        event_id: &str,
+        channel: &str,
+        sent: bool,
+    ) -> Result<(), BillingError> {
+        let mut items = self.items()?;
+        let key = Key::notification(event_id, channel);
+        if sent {
+            items.insert(key, attributes([("status", Some("sent".into()))]));
+        } else {
+            items.remove(&key);
+        }
+        Ok(())
     }
 }

@@ -322,14 +322,28 @@ pub trait BillingStore: Send + Sync {
         pk: &str,
     ) -> impl Future<Output = Result<Vec<(String, Attributes)>, BillingError>> + Send;
 
-    /// Records that a notification was sent; `false` if it already was.
-    fn record_notification(
+    /// Claims the sending of a notification: `false` if it was sent, or another delivery of the same
+    /// event is sending it right now (its lease, [`NOTIFY_LEASE_SECS`], has not run out).
+    fn claim_notification(
         &self,
         event_id: &str,
         channel: &str,
         now: i64,
     ) -> impl Future<Output = Result<bool, BillingError>> + Send;
+
+    /// Ends a claim: records the notification as sent, or (`sent == false`) gives the claim up so the
+    /// retried message can send it.
+    fn finish_notification(
+        &self,
+        event_id: &str,
+        channel: &str,
+        sent: bool,
+    ) -> impl Future<Output = Result<(), BillingError>> + Send;
 }
+
+/// How long a notification claim blocks other deliveries of the same event: longer than a send (5 s
+/// timeout), short enough that a crashed sender's message, retried by SQS, can send it.
+pub const NOTIFY_LEASE_SECS: i64 = 30;
 
 /// Runs the apply loop shared by both stores: try the marker plus every change; on a cancelled
 /// transaction drop the `Skip` changes that failed and try again; fail on a `Retry` change.
