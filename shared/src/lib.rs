@@ -13,6 +13,7 @@
 //! | [`event`] | the event envelope and event types |
 //! | [`dedup`] | the dedup table: claim, mark, release; bodies too large for SQS |
 //! | [`queue`] | the event queue and its message format |
+//! | [`intake`] | claim → enqueue → mark: the path every event takes onto the queue |
 //! | [`objects`] | the Stripe objects handlers read (only the fields used) |
 //! | [`handlers`] | one handler per object family: event → planned changes and notifications |
 //! | [`billing`] | billing state: exactly-once, order-safe writes and the read API (`entitlement`) |
@@ -31,6 +32,7 @@ pub mod config;
 pub mod dedup;
 pub mod event;
 pub mod handlers;
+pub mod intake;
 pub mod money;
 pub mod notify;
 pub mod objects;

@@ -11,10 +11,11 @@ use lambda_http::{
     Body, Request, RequestExt, Response,
 };
 use stripe_pipeline::{
-    dedup::{Claim, DedupError, DedupStore},
+    dedup::DedupStore,
     event::{EventEnvelope, EventError},
-    queue::{EventQueue, QueueError, QueueMessage},
-    signature::{unix_now, SignatureError, SignatureVerifier},
+    intake::{self, Admitted, IntakeError},
+    queue::EventQueue,
+    signature::{SignatureError, SignatureVerifier},
     telemetry::{Metrics, Outcome},
 };
 use tracing::{error, info, warn};
@@ -64,15 +65,9 @@ pub enum ReceiverError {
     /// mode's stack. Retrying cannot help; the operator must fix the configuration.
     #[error("livemode mismatch")]
     LivemodeMismatch,
-    /// Another request is enqueueing the same event right now.
-    #[error("event is being processed")]
-    InFlight,
-    /// The dedup table failed.
-    #[error("temporarily unavailable")]
-    Dedup(#[from] DedupError),
-    /// The queue failed.
-    #[error("temporarily unavailable")]
-    Queue(#[from] QueueError),
+    /// Another request is enqueueing the same event right now, or the dedup table or queue failed.
+    #[error("{}", match .0 { IntakeError::InFlight => "event is being processed", _ => "temporarily unavailable" })]
+    Intake(#[from] IntakeError),
 }
 
 impl ReceiverError {
@@ -85,15 +80,15 @@ impl ReceiverError {
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
             Self::NotAnEvent(_) | Self::LivemodeMismatch => StatusCode::BAD_REQUEST,
             // Not 2xx: the other attempt may still fail, and then only a retry saves the event.
-            Self::InFlight => StatusCode::CONFLICT,
-            Self::Dedup(_) | Self::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Intake(IntakeError::InFlight) => StatusCode::CONFLICT,
+            Self::Intake(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn outcome(&self) -> Outcome {
         match self {
-            Self::InFlight => Outcome::InFlight,
-            Self::Dedup(_) | Self::Queue(_) => Outcome::Failed,
+            Self::Intake(IntakeError::InFlight) => Outcome::InFlight,
+            Self::Intake(_) => Outcome::Failed,
             _ => Outcome::Rejected,
         }
     }
@@ -107,9 +102,9 @@ impl ReceiverError {
             Self::Signature(e) => e.kind(),
             Self::NotAnEvent(_) => "not_an_event",
             Self::LivemodeMismatch => "livemode_mismatch",
-            Self::InFlight => "in_flight",
-            Self::Dedup(_) => "dedup_unavailable",
-            Self::Queue(_) => "queue_unavailable",
+            Self::Intake(IntakeError::InFlight) => "in_flight",
+            Self::Intake(IntakeError::Dedup(_)) => "dedup_unavailable",
+            Self::Intake(IntakeError::Queue(_)) => "queue_unavailable",
         }
     }
 }
@@ -153,13 +148,13 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
             let outcome = err.outcome();
             let reason = err.reason();
             match &err {
-                ReceiverError::Dedup(_) | ReceiverError::Queue(_) => {
+                ReceiverError::Intake(IntakeError::Dedup(_) | IntakeError::Queue(_)) => {
                     error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
                 }
                 ReceiverError::LivemodeMismatch => {
                     error!(event_id, event_type, outcome = %outcome, reason, latency_ms, expected_livemode = ?app.livemode, "webhook from the other mode: this endpoint's secret belongs to a stack of the other mode");
                 }
-                ReceiverError::InFlight => {
+                ReceiverError::Intake(IntakeError::InFlight) => {
                     info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
                 }
                 _ => {
@@ -214,60 +209,18 @@ async fn receive<S: DedupStore, Q: EventQueue>(
         }
     }
 
-    let now = unix_now();
-    let token = match app
-        .store
-        .claim(&event.id, event.event_type.as_str(), now)
-        .await?
-    {
-        Claim::New(token) => token,
-        Claim::AlreadyEnqueued => return Ok(Accepted::Duplicate),
-        Claim::InFlight => return Err(ReceiverError::InFlight),
-    };
-    if let Err(err) = enqueue(app, &event, body, now).await {
-        // Give the event back so Stripe's retry can claim it at once. If this fails too, the lease
-        // expiring frees it a little later.
-        if let Err(release) = app.store.release(&event.id, &token).await {
-            error!(event_id = %event.id, error = %error_chain(&release), "could not release claim; it frees itself when the lease ends");
-        }
-        return Err(err);
-    }
-    match app.store.mark_enqueued(&event.id, &token, unix_now()).await {
-        Ok(true) => {}
-        // The message is on the queue, which is what the 200 promises. Unmarked, a redelivery after the
-        // lease may enqueue a second copy; the processor is idempotent per event id, so that is harmless.
-        Ok(false) => {
-            warn!(event_id = %event.id, "claim was taken over before it was marked; a second copy may be enqueued")
-        }
-        Err(err) => {
-            error!(event_id = %event.id, error = %error_chain(&err), "enqueued but not marked; a second copy may be enqueued")
-        }
-    }
-    Ok(Accepted::Enqueued)
-}
-
-/// Sends the event inline when SQS can carry it, otherwise stashes the body in the dedup table and sends
-/// a reference.
-async fn enqueue<S: DedupStore, Q: EventQueue>(
-    app: &App<S, Q>,
-    event: &EventEnvelope,
-    body: &[u8],
-    now: u64,
-) -> Result<(), ReceiverError> {
-    let inline = std::str::from_utf8(body)
-        .ok()
-        .map(|text| QueueMessage::inline(event, text.to_owned()))
-        .filter(|message| message.fits(app.sqs_max_message_bytes));
-    let message = match inline {
-        Some(message) => message,
-        None => {
-            let stashed = app.store.stash_body(&event.id, body, now).await?;
-            info!(event_id = %event.id, bytes = body.len(), chunks = stashed.chunks, "body stashed in the dedup table");
-            QueueMessage::inline(event, String::new()).stashed(stashed)
-        }
-    };
-    app.queue.enqueue(&message).await?;
-    Ok(())
+    let admitted = intake::admit(
+        &app.store,
+        &app.queue,
+        &event,
+        body,
+        app.sqs_max_message_bytes,
+    )
+    .await?;
+    Ok(match admitted {
+        Admitted::Enqueued => Accepted::Enqueued,
+        Admitted::Duplicate => Accepted::Duplicate,
+    })
 }
 
 fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
@@ -312,7 +265,7 @@ mod tests {
     use stripe_pipeline::{
         dedup::{ClaimStatus, MemoryDedupStore},
         queue::{MemoryEventQueue, MessageBody},
-        signature::{sign, SigningSecret},
+        signature::{sign, unix_now, SigningSecret},
     };
 
     use super::*;
