@@ -8,6 +8,7 @@ STRIPE_PIPELINE_CACHE ?= $(HOME)/.cache/stripe-webhook-pipeline
 VENV ?= $(STRIPE_PIPELINE_CACHE)/venv
 TEMPLATE ?= template.yaml
 SAM_CONFIG ?= infra/samconfig.toml
+DEPLOY_ENV ?= default
 TEST_ARGS ?=
 DEV_PORT ?= 9000
 DYNAMODB_PORT ?= 8000
@@ -22,7 +23,7 @@ export DEV_PORT DYNAMODB_PORT MOTO_PORT
 export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help setup emulators emulators-stop emulators-status dev test lint lint-rust lint-infra build deploy
+.PHONY: help setup emulators emulators-stop emulators-status dev test lint lint-rust lint-infra check-infra build deploy
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,19 +46,19 @@ dev: ## run both functions under `cargo lambda watch` against the emulators (Ctr
 test: ## cargo test --workspace against the emulators (starts them if needed)
 	bash infra/test.sh $(TEST_ARGS)
 
-lint: lint-rust lint-infra ## rustfmt, clippy -D warnings, then the template linters
+lint: lint-rust check-infra ## rustfmt, clippy -D warnings, then the template checks
 
-lint-rust:
+lint-rust: ## rustfmt --check and clippy -D warnings
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-lint-infra: ## cfn-lint and sam validate --lint on the template (offline)
-	cfn-lint $(TEMPLATE)
-	sam validate --lint --template $(TEMPLATE)
+check-infra: ## cfn-lint, sam validate --lint, checkov on the template (offline, ~10 s)
+	bash infra/check-infra.sh $(TEMPLATE)
 
-build: ## sam build (cargo lambda, arm64), then show the artifact sizes
-	sam build --template $(TEMPLATE) --config-file $(SAM_CONFIG)
-	@ls -l .aws-sam/build/*/bootstrap | awk '{printf "%8.2f MB  %s\n", $$5 / 1048576, $$9}'
+lint-infra: check-infra
 
-deploy: build ## sam deploy --guided with infra/samconfig.toml (needs AWS credentials)
-	sam deploy --guided --config-file $(SAM_CONFIG)
+build: ## sam build (cargo lambda + zig, arm64), then the artifact sizes, unzipped and zipped
+	bash infra/build.sh $(TEMPLATE) $(SAM_CONFIG)
+
+deploy: build ## sam deploy --guided, test stack (DEPLOY_ENV=live: the live stack); needs AWS credentials
+	sam deploy --guided --config-file $(SAM_CONFIG) --config-env $(DEPLOY_ENV)

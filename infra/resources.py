@@ -12,7 +12,8 @@ and `make dev` run against the same tables and queues that `sam deploy` creates.
 
 Resources are named P-<LogicalId> (P-<LogicalId>.fifo for FIFO queues). `create` is idempotent and
 prints the environment the functions need: `export K=V` lines for `eval`, or with --json one JSON
-object such as {"DEDUP_TABLE_NAME": ..., "EVENT_QUEUE_URL": ..., "DEAD_LETTER_QUEUE_URL": ...}.
+object such as {"BILLING_TABLE_NAME": ..., "DEDUP_TABLE_NAME": ..., "EVENT_QUEUE_URL": ...,
+"DEAD_LETTER_QUEUE_URL": ...}.
 Variable names come from the template itself: a function's environment variable that is `!Ref`
 to the resource, else the name of an Output whose value is `!Ref` to it (EventQueueUrl ->
 EVENT_QUEUE_URL). Secrets (AWS::SecretsManager::Secret) are created only with --secret-value.
@@ -677,6 +678,8 @@ def function_env(ctx: Context) -> dict[str, str]:
             try:
                 value = ctx.resolve(raw)
             except Fail:
+                continue
+            if value is _NO_VALUE:  # !If [Condition, ..., !Ref AWS::NoValue]: the variable is unset
                 continue
             value = ("true" if value else "false") if isinstance(value, bool) else str(value)
             if merged.get(key, value) != value:

@@ -76,11 +76,12 @@ pub fn ensure_emulators() {
     });
 }
 
-/// The table and queues of one test, created from template.yaml with a unique prefix.
+/// The tables and queues of one test, created from template.yaml with a unique prefix.
 #[derive(Debug, Clone)]
 pub struct Resources {
     pub prefix: String,
     pub dedup_table: String,
+    pub billing_table: String,
     pub event_queue_url: String,
     pub dead_letter_queue_url: String,
 }
@@ -112,6 +113,7 @@ impl Resources {
         Self {
             prefix,
             dedup_table: field("DEDUP_TABLE_NAME"),
+            billing_table: field("BILLING_TABLE_NAME"),
             event_queue_url: field("EVENT_QUEUE_URL"),
             dead_letter_queue_url: field("DEAD_LETTER_QUEUE_URL"),
         }
