@@ -231,13 +231,7 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
         Some("dedup_table")
     );
     let reference = messages[0].body.clone().unwrap_or_default();
-    let processor_app = processor::handler::App {
-        store: stripe_pipeline::dedup::DynamoDedupStore::for_reading(
-            dynamodb(&dynamodb_endpoint()).await,
-            &resources.dedup_table,
-        ),
-        metrics: stripe_pipeline::telemetry::Metrics::new("IntegrationTest", "processor"),
-    };
+    let processor_app = processor_app(&resources, None).await;
     let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
     batch.records = messages;
     let response = processor::handler::handle(
@@ -251,7 +245,7 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
         serde_json::from_str(&reference).expect("the message body is a reference");
     assert_eq!(reference.event_id, id);
     assert_eq!(
-        processor_app.store.fetch_body(&reference).await.unwrap(),
+        processor_app.bodies.fetch_body(&reference).await.unwrap(),
         body
     );
 }
@@ -283,13 +277,7 @@ async fn the_processor_reports_only_poisoned_messages_from_a_real_queue() {
         .filter(|m| m.body.as_deref() == Some("this is not a stripe event"))
         .filter_map(|m| m.message_id.clone())
         .collect();
-    let processor_app = processor::handler::App {
-        store: stripe_pipeline::dedup::DynamoDedupStore::for_reading(
-            dynamodb(&dynamodb_endpoint()).await,
-            &resources.dedup_table,
-        ),
-        metrics: stripe_pipeline::telemetry::Metrics::new("IntegrationTest", "processor"),
-    };
+    let processor_app = processor_app(&resources, None).await;
     let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
     batch.records = messages;
     let response = processor::handler::handle(

@@ -107,7 +107,14 @@ async fn the_receiver_under_cargo_lambda_watch_verifies_dedups_and_enqueues_over
     };
 
     let started = Instant::now();
+    let mut watch = watch;
     let first = loop {
+        if let Ok(Some(status)) = watch.child.try_wait() {
+            panic!(
+                "cargo lambda watch exited ({status}); is cargo-lambda installed (`make setup`)?\n{}",
+                watch.log()
+            );
+        }
         match post(body.clone(), Some(sign(&body, &secret, unix_now()))).await {
             Ok(response) => break response,
             Err(e) if started.elapsed() < Duration::from_secs(120) && e.is_connect() => {

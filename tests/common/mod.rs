@@ -330,3 +330,194 @@ pub fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
         .string_value
         .as_deref()
 }
+
+pub type ProcessorApp =
+    processor::handler::App<DynamoDedupStore, stripe_pipeline::billing::DynamoBillingStore>;
+
+/// A processor wired as `main.rs` wires it, Slack pointed at `slack_url` if given.
+pub async fn processor_app(resources: &Resources, slack_url: Option<&str>) -> ProcessorApp {
+    let client = dynamodb(&dynamodb_endpoint()).await;
+    processor::handler::App {
+        bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
+        billing: stripe_pipeline::billing::DynamoBillingStore::new(
+            client,
+            &resources.billing_table,
+        ),
+        slack: slack_url
+            .map(|url| stripe_pipeline::notify::SlackNotifier::new(url).expect("slack notifier")),
+        metrics: Metrics::new("IntegrationTest", "processor"),
+    }
+}
+
+/// Runs one batch through the processor's `handle`; returns the ids it reported failed.
+pub async fn process_batch(app: &ProcessorApp, messages: Vec<SqsMessage>) -> Vec<String> {
+    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
+    batch.records = messages;
+    let response = processor::handler::handle(
+        app,
+        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
+    )
+    .await
+    .expect("the batch handler never fails as a whole");
+    response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+/// Like the event source mapping: processes the batch, then redelivers the failed messages until none
+/// fail (at most 10 rounds). Returns the number of rounds.
+pub async fn process_until_done(app: &ProcessorApp, mut messages: Vec<SqsMessage>) -> usize {
+    for round in 1..=10 {
+        let failed: std::collections::HashSet<String> = process_batch(app, messages.clone())
+            .await
+            .into_iter()
+            .collect();
+        if failed.is_empty() {
+            return round;
+        }
+        messages.retain(|m| m.message_id.as_ref().is_some_and(|id| failed.contains(id)));
+    }
+    panic!("messages still failing after 10 deliveries")
+}
+
+/// A message as SQS would hand it to the processor, for events that skip the receiver.
+pub fn message(id: &str, body: &[u8]) -> SqsMessage {
+    let mut message = SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.body = Some(String::from_utf8_lossy(body).into_owned());
+    message
+}
+
+/// Every item of the billing table except exactly-once markers, keyed by (pk, sk): the state.
+pub async fn billing_state(
+    resources: &Resources,
+) -> std::collections::BTreeMap<(String, String), String> {
+    let client = dynamodb(&dynamodb_endpoint()).await;
+    let mut state = std::collections::BTreeMap::new();
+    let mut start = None;
+    loop {
+        let output = client
+            .scan()
+            .table_name(&resources.billing_table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in output.items.unwrap_or_default() {
+            let text = |name: &str| {
+                item.get(name)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (pk, sk) = (text("pk"), text("sk"));
+            if sk == "EVENT" {
+                continue;
+            }
+            let mut fields: Vec<String> = item
+                .iter()
+                .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            fields.sort();
+            state.insert((pk, sk), fields.join(","));
+        }
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            return state;
+        }
+    }
+}
+
+/// A stand-in for a Slack incoming webhook: records each message it accepts, answers with a status
+/// the test sets (500 to play "Slack is down").
+pub struct SlackSink {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl SlackSink {
+    pub async fn start() -> Self {
+        use std::sync::{atomic::AtomicU16, Arc, Mutex};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink");
+        let url = format!(
+            "http://{}/services/T000/B000/XXXX",
+            listener.local_addr().expect("addr")
+        );
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let status = Arc::new(AtomicU16::new(200));
+        let (r, s) = (received.clone(), status.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (r, s) = (r.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let body = loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buffer).into_owned();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buffer.len() >= end + 4 + length {
+                            break String::from_utf8_lossy(&buffer[end + 4..end + 4 + length])
+                                .into_owned();
+                        }
+                    };
+                    let code = s.load(std::sync::atomic::Ordering::SeqCst);
+                    if code == 200 {
+                        r.lock().expect("sink").push(body);
+                    }
+                    let reply = format!(
+                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Self {
+            url,
+            received,
+            status,
+        }
+    }
+
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The `text` of every message accepted so far.
+    pub fn texts(&self) -> Vec<String> {
+        self.received
+            .lock()
+            .expect("sink")
+            .iter()
+            .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .filter_map(|v| v["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+}

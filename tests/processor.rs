@@ -1,0 +1,462 @@
+//! The processor's `handle` (the function the Lambda runs) against DynamoDB Local, moto's SQS and a
+//! local HTTP sink standing in for Slack: exactly-once effects, order independence, partial batch
+//! failures and the DLQ, notifications retried without re-applying state.
+
+use std::collections::HashSet;
+
+use integration_tests::*;
+use receiver::handler::handle as receive;
+use stripe_pipeline::{
+    billing::{self, BillingStore},
+    testing::customer_history,
+};
+
+/// Sends `bodies` through the real receiver onto the real queue and returns what the queue delivers.
+async fn through_the_queue(
+    resources: &Resources,
+    bodies: &[Vec<u8>],
+) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    let receiver = receiver_app(resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    for body in bodies {
+        let status = receive(&receiver, signed_now(body)).await.unwrap().status();
+        assert_eq!(status, 200);
+    }
+    drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await
+}
+
+#[tokio::test]
+async fn every_fixture_through_receiver_queue_and_processor_gives_the_documented_state() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    let bodies: Vec<Vec<u8>> = fixture_events().into_iter().map(|(_, b)| b).collect();
+    let messages = through_the_queue(&resources, &bodies).await;
+    assert_eq!(messages.len(), 17);
+    for batch in messages.chunks(10) {
+        assert!(process_batch(&app, batch.to_vec()).await.is_empty());
+    }
+    let customer = "cus_QXg1o8vcGmoR32";
+    let payment = billing::payment(&app.billing, "pi_1PgafyB7WZ01zgkWSjxsAJo3")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        payment.status, "succeeded",
+        "the later of failed/succeeded wins"
+    );
+    let sub = billing::subscription(&app.billing, customer, "sub_1Pgc6rB7WZ01zgkWNy0Cn5nw")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sub.status, "canceled");
+    assert!(sub.cancel_at_period_end);
+    let invoice = billing::invoice(&app.billing, customer, "in_1Pgc6tB7WZ01zgkWu9fdqL6I")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(billing::AttributesExt::s(&invoice, "status"), Some("paid"));
+    // One message per notifying event: payment received, payment failed, renewal failed, trial ending,
+    // dispute (with its deadline).
+    let texts = slack.texts();
+    assert_eq!(texts.len(), 5, "{texts:?}");
+    assert!(texts
+        .iter()
+        .any(|t| t.contains("URGENT dispute") && t.contains("2024-08-14")));
+    assert!(texts
+        .iter()
+        .any(|t| t.contains("Payment received: 10.99 USD")));
+}
+
+#[tokio::test]
+async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_once() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    let history = customer_history(
+        &format!("dup{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        true,
+    );
+    let messages: Vec<_> = history
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, body)| message(&format!("m{i}"), body))
+        .collect();
+    // Reference: everything once, on its own table.
+    let once = Resources::create();
+    let once_slack = SlackSink::start().await;
+    let once_app = processor_app(&once, Some(&once_slack.url)).await;
+    for m in &messages {
+        assert!(process_batch(&once_app, vec![m.clone()]).await.is_empty());
+    }
+    // GIVEN each message delivered twice in one batch, then the whole batch redelivered
+    // (a copy gets its own message id, as SQS gives a redelivered duplicate). Messages processed
+    // concurrently may conflict and fail; SQS redelivers those, as here.
+    let mut doubled = Vec::new();
+    for m in &messages {
+        doubled.push(m.clone());
+        let mut copy = m.clone();
+        copy.message_id = m.message_id.as_ref().map(|id| format!("{id}-copy"));
+        doubled.push(copy);
+    }
+    process_until_done(&app, doubled).await;
+    let notified = slack.texts().len();
+    assert_eq!(process_until_done(&app, messages).await, 1);
+    // THEN the state equals applying each event once, and nothing was notified twice
+    assert_eq!(billing_state(&resources).await, billing_state(&once).await);
+    assert_eq!(slack.texts().len(), notified);
+    assert_eq!(
+        notified, 1,
+        "only the failed renewal notifies in this history"
+    );
+    assert_eq!(
+        billing::credit_balance(&app.billing, &history.customer)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// The four lifecycle events in every order end in the state of the in-order history.
+#[tokio::test]
+async fn the_subscription_lifecycle_in_every_order_ends_in_the_in_order_state() {
+    let resources = Resources::create();
+    let app = processor_app(&resources, None).await;
+    let tag = format!("life{:06x}", fastrand::u32(..0xffffff));
+    // created, updated, invoice.paid, deleted
+    let lifecycle = |run: usize| -> (String, Vec<Vec<u8>>) {
+        let h = customer_history(&format!("{tag}r{run}"), 1_800_000_000, false);
+        let e = &h.events;
+        (
+            h.customer.clone(),
+            vec![e[0].clone(), e[3].clone(), e[6].clone(), e[7].clone()],
+        )
+    };
+    let snapshot = |customer: String| {
+        let billing = &app.billing;
+        async move {
+            let sub = billing::subscriptions(billing, &customer).await.unwrap();
+            let entitlement = billing::entitlement(billing, &customer, 1_800_000_100)
+                .await
+                .unwrap();
+            let invoices: Vec<_> = billing
+                .query(&format!("CUSTOMER#{customer}"))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|(sk, _)| sk.starts_with("INVOICE#"))
+                .map(|(sk, mut item)| {
+                    // Ids differ per run by construction; everything else must match.
+                    item.remove("version");
+                    item.remove("subscription");
+                    (sk.rsplit('_').next().unwrap_or_default().to_owned(), item)
+                })
+                .collect();
+            let sub: Vec<_> = sub
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.status,
+                        s.plan,
+                        s.current_period_end,
+                        s.cancel_at_period_end,
+                    )
+                })
+                .collect();
+            format!("{sub:?} {entitlement:?} {invoices:?}")
+        }
+    };
+    let (customer, events) = lifecycle(0);
+    for (i, body) in events.iter().enumerate() {
+        assert!(process_batch(&app, vec![message(&format!("o{i}"), body)])
+            .await
+            .is_empty());
+    }
+    let in_order = snapshot(customer).await;
+    assert!(in_order.contains("canceled"), "{in_order}");
+    let orders = permutations(4);
+    assert_eq!(orders.len(), 24);
+    for (run, order) in orders.into_iter().enumerate() {
+        let (customer, events) = lifecycle(run + 1);
+        for i in order {
+            assert!(
+                process_batch(&app, vec![message(&format!("p{run}-{i}"), &events[i])])
+                    .await
+                    .is_empty()
+            );
+        }
+        assert_eq!(snapshot(customer).await, in_order, "run {run}");
+    }
+}
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut all = Vec::new();
+    for smaller in permutations(n - 1) {
+        for at in 0..=smaller.len() {
+            let mut p = smaller.clone();
+            p.insert(at, n - 1);
+            all.push(p);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn a_poisoned_message_fails_alone_and_ends_in_the_dlq_after_max_receive_count() {
+    let resources = Resources::create();
+    let app = processor_app(&resources, None).await;
+    let client = sqs(&sqs_endpoint()).await;
+    // GIVEN nine good events and one poisoned message on the real queue
+    let bodies: Vec<Vec<u8>> = (0..9)
+        .map(|_| with_event_id(&fixture("invoice.paid"), &unique_event_id()))
+        .collect();
+    let receiver = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    for body in &bodies {
+        assert_eq!(
+            receive(&receiver, signed_now(body)).await.unwrap().status(),
+            200
+        );
+    }
+    client
+        .send_message()
+        .queue_url(&resources.event_queue_url)
+        .message_body("{\"id\":\"evt_poison\",\"type\":\"invoice.paid\",\"created\":1,\"data\":{\"object\":{\"id\":5}}}")
+        .send()
+        .await
+        .unwrap();
+    // WHEN the event source mapping delivers them: receive, process, delete what succeeded, make the
+    // failures visible again (as their visibility timeout would), repeat
+    let max_receive_count = 5; // template.yaml's MaxReceiveCount default
+    let mut poison_failures = 0;
+    for round in 0..=max_receive_count {
+        let output = client
+            .receive_message()
+            .queue_url(&resources.event_queue_url)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        let by_id: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                (
+                    m.message_id.clone().unwrap_or_default(),
+                    m.receipt_handle.clone().unwrap_or_default(),
+                    m.body.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let converted: Vec<_> = messages
+            .into_iter()
+            .map(|m| {
+                let mut c = message(
+                    m.message_id.as_deref().unwrap_or_default(),
+                    m.body.as_deref().unwrap_or_default().as_bytes(),
+                );
+                for (name, value) in m.message_attributes.unwrap_or_default() {
+                    let mut a = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+                    a.string_value = value.string_value;
+                    c.message_attributes.insert(name, a);
+                }
+                c
+            })
+            .collect();
+        if round == 0 {
+            assert_eq!(converted.len(), 10);
+        }
+        let failed: HashSet<String> = process_batch(&app, converted).await.into_iter().collect();
+        for (id, receipt, body) in by_id {
+            if failed.contains(&id) {
+                assert!(
+                    body.contains("evt_poison"),
+                    "only the poisoned message fails"
+                );
+                poison_failures += 1;
+                client
+                    .change_message_visibility()
+                    .queue_url(&resources.event_queue_url)
+                    .receipt_handle(receipt)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .unwrap();
+            } else {
+                client
+                    .delete_message()
+                    .queue_url(&resources.event_queue_url)
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    // THEN it failed once per receive, and SQS moved it to the DLQ after maxReceiveCount receives
+    assert_eq!(poison_failures, max_receive_count);
+    let dead = drain(&client, &resources.dead_letter_queue_url).await;
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0]
+        .body
+        .as_deref()
+        .unwrap_or_default()
+        .contains("evt_poison"));
+    assert_eq!(queue_depth(&client, &resources.event_queue_url).await, 0);
+}
+
+#[tokio::test]
+async fn slack_down_retries_the_message_without_rewriting_state_then_notifies_once() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    let body = with_event_id(&fixture("charge.dispute.created"), &unique_event_id());
+    // GIVEN Slack is down
+    slack.set_status(500);
+    assert_eq!(
+        process_batch(&app, vec![message("m1", &body)]).await,
+        ["m1"]
+    );
+    // THEN the dispute is recorded already, and nothing was sent
+    let recorded = billing_state(&resources).await;
+    assert!(recorded.keys().any(|(pk, _)| pk.starts_with("DISPUTE#")));
+    assert!(slack.texts().is_empty());
+    // WHEN it is back and SQS redelivers
+    slack.set_status(200);
+    assert!(process_batch(&app, vec![message("m1", &body)])
+        .await
+        .is_empty());
+    assert!(process_batch(&app, vec![message("m1", &body)])
+        .await
+        .is_empty());
+    // THEN one message, and the state is as it was
+    assert_eq!(slack.texts().len(), 1);
+    let after: Vec<_> = billing_state(&resources)
+        .await
+        .into_iter()
+        .filter(|((_, sk), _)| !sk.starts_with("NOTIFY#"))
+        .collect();
+    assert_eq!(after, recorded.into_iter().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn credits_are_granted_once_and_a_refund_reverses_them_once_in_either_order() {
+    let resources = Resources::create();
+    let app = processor_app(&resources, None).await;
+    for (run, refund_first) in [(0, false), (1, true)] {
+        let history = customer_history(
+            &format!("cr{run}{:06x}", fastrand::u32(..0xffffff)),
+            1_800_000_000,
+            true,
+        );
+        let (grant, refund) = (&history.events[1], &history.events[7]);
+        let (first, second) = if refund_first {
+            (refund, grant)
+        } else {
+            (grant, refund)
+        };
+        // Each delivered twice, then the first again after the second.
+        for body in [first, first] {
+            assert!(process_batch(&app, vec![message("m", body)])
+                .await
+                .is_empty());
+        }
+        let expected_between = if refund_first { 0 } else { history.credits };
+        assert_eq!(
+            billing::credit_balance(&app.billing, &history.customer)
+                .await
+                .unwrap(),
+            expected_between
+        );
+        for body in [second, second, first] {
+            assert!(process_batch(&app, vec![message("m", body)])
+                .await
+                .is_empty());
+        }
+        assert_eq!(
+            billing::credit_balance(&app.billing, &history.customer)
+                .await
+                .unwrap(),
+            0,
+            "refund first: {refund_first}"
+        );
+    }
+    // Granted and never refunded: exactly the credits sold, however often delivered.
+    let history = customer_history(
+        &format!("keep{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        false,
+    );
+    for _ in 0..3 {
+        assert!(process_batch(&app, vec![message("m", &history.events[1])])
+            .await
+            .is_empty());
+    }
+    assert_eq!(
+        billing::credit_balance(&app.billing, &history.customer)
+            .await
+            .unwrap(),
+        history.credits
+    );
+}
+
+/// Random interleavings of a generated history, with random duplicates, applied through DynamoDB
+/// Local, end in the state of the same history applied in order.
+#[test]
+fn any_interleaving_with_duplicates_ends_in_the_in_order_state_on_dynamodb() {
+    use proptest::prelude::*;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let resources = Resources::create();
+    let app = runtime.block_on(processor_app(&resources, None));
+    let state_of = |tag: &str| {
+        let state = runtime.block_on(billing_state(&resources));
+        state
+            .into_iter()
+            .filter(|((pk, _), _)| pk.contains(tag))
+            .map(|((pk, sk), v)| {
+                (
+                    pk.replace(tag, "T"),
+                    sk.replace(tag, "T"),
+                    v.replace(tag, "T"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(12));
+    let strategy = (
+        any::<bool>(),
+        Just((0..9usize).collect::<Vec<_>>()).prop_shuffle(),
+        proptest::collection::vec(0..9usize, 0..5),
+    );
+    runner
+        .run(&strategy, |(refund, order, duplicates)| {
+            let base = format!("pb{:08x}", fastrand::u32(..));
+            let (reference, shuffled) = (format!("{base}a"), format!("{base}b"));
+            let in_order = customer_history(&reference, 1_800_000_000, refund);
+            for (i, body) in in_order.events.iter().enumerate() {
+                let failed =
+                    runtime.block_on(process_batch(&app, vec![message(&format!("r{i}"), body)]));
+                prop_assert!(failed.is_empty());
+            }
+            let history = customer_history(&shuffled, 1_800_000_000, refund);
+            let n = history.events.len();
+            let mut deliveries: Vec<usize> = order.into_iter().filter(|i| *i < n).collect();
+            for (k, d) in duplicates.iter().enumerate() {
+                deliveries.insert((k * 3) % (deliveries.len() + 1), d % n);
+            }
+            for (k, i) in deliveries.into_iter().enumerate() {
+                let m = message(&format!("s{k}"), &history.events[i]);
+                runtime.block_on(process_until_done(&app, vec![m]));
+            }
+            prop_assert_eq!(state_of(&shuffled), state_of(&reference));
+            Ok(())
+        })
+        .unwrap();
+}
