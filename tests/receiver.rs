@@ -232,15 +232,7 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
     );
     let reference = messages[0].body.clone().unwrap_or_default();
     let processor_app = processor_app(&resources, None).await;
-    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
-    batch.records = messages;
-    let response = processor::handler::handle(
-        &processor_app,
-        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
-    )
-    .await
-    .unwrap();
-    assert!(response.batch_item_failures.is_empty());
+    assert!(process_batch(&processor_app, messages).await.is_empty());
     let reference: stripe_pipeline::dedup::StashedBody =
         serde_json::from_str(&reference).expect("the message body is a reference");
     assert_eq!(reference.event_id, id);
@@ -278,18 +270,6 @@ async fn the_processor_reports_only_poisoned_messages_from_a_real_queue() {
         .filter_map(|m| m.message_id.clone())
         .collect();
     let processor_app = processor_app(&resources, None).await;
-    let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
-    batch.records = messages;
-    let response = processor::handler::handle(
-        &processor_app,
-        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
-    )
-    .await
-    .unwrap();
-    let failed: Vec<_> = response
-        .batch_item_failures
-        .into_iter()
-        .map(|f| f.item_identifier)
-        .collect();
+    let failed = process_batch(&processor_app, messages).await;
     assert_eq!(failed, poison);
 }

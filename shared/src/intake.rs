@@ -10,6 +10,7 @@ use crate::{
     event::EventEnvelope,
     queue::{EventQueue, QueueError, QueueMessage},
     signature::unix_now,
+    telemetry::error_chain,
 };
 
 /// What became of an admitted event.
@@ -57,7 +58,7 @@ pub async fn admit<S: DedupStore, Q: EventQueue>(
         // Give the event back so the retry can claim it at once. If this fails too, the lease expiring
         // frees it a little later.
         if let Err(release) = store.release(&event.id, &token).await {
-            error!(event_id = %event.id, error = %release, "could not release claim; it frees itself when the lease ends");
+            error!(event_id = %event.id, error = %error_chain(&release), "could not release claim; it frees itself when the lease ends");
         }
         return Err(err);
     }
@@ -69,7 +70,7 @@ pub async fn admit<S: DedupStore, Q: EventQueue>(
             warn!(event_id = %event.id, "claim was taken over before it was marked; a second copy may be enqueued")
         }
         Err(err) => {
-            error!(event_id = %event.id, error = %err, "enqueued but not marked; a second copy may be enqueued")
+            error!(event_id = %event.id, error = %error_chain(&err), "enqueued but not marked; a second copy may be enqueued")
         }
     }
     Ok(Admitted::Enqueued)

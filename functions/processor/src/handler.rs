@@ -21,7 +21,7 @@ use stripe_pipeline::{
     notify::{NotifyError, SlackNotifier},
     queue::{attribute, MessageBody, QueueError, QueueMessage},
     signature::unix_now,
-    telemetry::{Metrics, Outcome},
+    telemetry::{error_chain, Metrics, Outcome},
 };
 use tracing::{error, info, Instrument};
 
@@ -245,18 +245,6 @@ fn receive_count(message: &SqsMessage) -> &str {
         .attributes
         .get("ApproximateReceiveCount")
         .map_or("", String::as_str)
-}
-
-/// An error and its sources on one line, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use stripe_pipeline::{
     intake::{self, Admitted, IntakeError},
     queue::EventQueue,
     signature::{SignatureError, SignatureVerifier},
-    telemetry::{Metrics, Outcome},
+    telemetry::{error_chain, Metrics, Outcome},
 };
 use tracing::{error, info, warn};
 
@@ -243,18 +243,6 @@ fn source_ip(request: &Request) -> Option<IpAddr> {
         }
         _ => None,
     }
-}
-
-/// An error and its sources on one line, for logs.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
