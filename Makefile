@@ -62,3 +62,12 @@ build: ## sam build (cargo lambda + zig, arm64), then the artifact sizes, unzipp
 
 deploy: build ## sam deploy --guided, test stack (DEPLOY_ENV=live: the live stack); needs AWS credentials
 	sam deploy --guided --config-file $(SAM_CONFIG) --config-env $(DEPLOY_ENV)
+
+# ---- issue 7: benchmarks and chaos (bench/; figures in BENCHMARKS.md) ----
+.PHONY: bench chaos chaos-short
+bench: ## measure verification, load, cold start, size and cost against Flask/Express; writes BENCHMARKS.md
+	bash bench/run.sh
+chaos: ## Stripe-like deliveries of >=10 000 events through faults and processor kills; checks nothing lost or doubled
+	bash bench/chaos.sh full
+chaos-short: ## the chaos suite on ~1 000 events (under 3 minutes)
+	bash bench/chaos.sh short

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# `make bench`: measures the pipeline against Stripe's own libraries, a Flask and an Express receiver,
+# then writes BENCHMARKS.md. Everything runs in this one invocation, on this machine, so the ratios
+# compare like with like.
+#
+# Stages (BENCH_STAGES, default all, in this order):
+#   verify     criterion benches (shared/benches/signature.rs) + stripe-python + stripe-node timings
+#   load       the receiver under load (Rust under cargo lambda watch, Flask/gunicorn, Express)
+#   coldstart  init time of each function against a local Runtime API, next to a hello-world binary
+#   size       release arm64 zips (cargo lambda build --release --arm64 --output-format zip)
+#   cost       DynamoDB/SQS requests and sizes per event, priced per million events
+# Knobs: BENCH_LOAD_EVENTS (unique events per receiver, 3000), BENCH_CONCURRENCY (16),
+# BENCH_OUTPUT (BENCHMARKS.md).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${STRIPE_PIPELINE_CACHE:-$HOME/.cache/stripe-webhook-pipeline}
+VENV=${STRIPE_PIPELINE_VENV:-$CACHE/venv}
+STAGES=${BENCH_STAGES:-verify}
+OUTPUT=${BENCH_OUTPUT:-$ROOT/BENCHMARKS.md}
+cd "$ROOT"
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+has_stage() { [[ " $STAGES " == *" $1 "* ]]; }
+
+bash infra/setup.sh
+export PATH=$VENV/bin:$PATH
+export SAM_CLI_TELEMETRY=0 AWS_EC2_METADATA_DISABLED=true
+
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+RESULTS=$TARGET/bench
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+
+# The comparison's own tools: pinned, installed once.
+python3 -m pip install --quiet --disable-pip-version-check -r bench/python/requirements.txt
+if [[ ! -d bench/node/node_modules ]] || [[ bench/node/package-lock.json -nt bench/node/node_modules ]]; then
+  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+python3 - >"$RESULTS/machine.json" <<'PY'
+import json, os, platform, subprocess, datetime
+def out(*cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    except Exception:
+        return "unknown"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+flags = next((l for l in open("/proc/cpuinfo") if l.startswith("flags")), "")
+print(json.dumps({
+    "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    "commit": out("git", "rev-parse", "--short", "HEAD") + (" (with uncommitted changes)" if out("git", "status", "--porcelain", "--untracked-files=no") else ""),
+    "cpu": f"{cpu}, {os.cpu_count()} cores" + (", SHA-NI" if " sha_ni" in flags else ""),
+    "memory": f"{mem / 1024 / 1024:.0f} GiB",
+    "os": f"{platform.system()} {platform.release()} ({out('sh', '-c', '. /etc/os-release && echo $PRETTY_NAME')})",
+    "rust": out("rustc", "--version"),
+    "cargo-lambda": out("cargo", "lambda", "--version"),
+    "python": platform.python_version(),
+    "node": out("node", "--version"),
+}, indent=2))
+PY
+
+if has_stage verify; then
+  say "verify: criterion (shared/benches/signature.rs)"
+  BENCH_PAYLOAD_DIR=$RESULTS/payloads cargo bench -p stripe-pipeline --bench signature -- --noplot
+  cp -r "$TARGET/criterion" "$RESULTS/criterion"
+  say "verify: stripe-python"
+  python3 bench/python/verify.py "$RESULTS/payloads" >"$RESULTS/verify-python.json"
+  say "verify: stripe-node"
+  node bench/node/verify.js "$RESULTS/payloads" >"$RESULTS/verify-node.json"
+fi
+
+if has_stage load || has_stage coldstart || has_stage cost; then
+  say "building the functions and the bench driver (release)"
+  cargo build --release -p receiver -p processor -p bench-driver -p bench-hello
+fi
+
+if has_stage load; then
+  bash infra/emulators.sh start
+  eval "$(bash infra/emulators.sh env)"
+  bash bench/load.sh "$RESULTS"
+fi
+
+if has_stage coldstart; then
+  say "coldstart: each binary against a local Runtime API"
+  "$TARGET/release/bench-driver" coldstart --runs 20 \
+    --binary receiver="$TARGET/release/receiver" \
+    --binary processor="$TARGET/release/processor" \
+    --binary hello="$TARGET/release/bench-hello" \
+    --json "$RESULTS/coldstart.json"
+fi
+
+if has_stage size; then
+  say "size: cargo lambda build --release --arm64 --output-format zip"
+  if cargo lambda build --release --arm64 --output-format zip \
+    --bin receiver --bin processor --bin bench-hello >"$RESULTS/size-build.log" 2>&1; then
+    python3 - "$TARGET/lambda" >"$RESULTS/sizes.json" <<'PY'
+import json, sys, zipfile
+from pathlib import Path
+sizes = {}
+for name in ("receiver", "processor", "bench-hello"):
+    z = Path(sys.argv[1]) / name / "bootstrap.zip"
+    if z.exists():
+        sizes[name] = {"zip": z.stat().st_size, "unzipped": sum(i.file_size for i in zipfile.ZipFile(z).infolist())}
+print(json.dumps({"arch": "arm64", "sizes": sizes}))
+PY
+  else
+    say "size: arm64 build failed (see $RESULTS/size-build.log)"
+  fi
+fi
+
+if has_stage cost; then
+  bash infra/emulators.sh start
+  eval "$(bash infra/emulators.sh env)"
+  say "cost: requests and item sizes per event, through a counting proxy"
+  "$TARGET/release/bench-driver" cost --results "$RESULTS"
+fi
+
+python3 bench/report.py "$RESULTS" "$OUTPUT"
+say "wrote $OUTPUT"
