@@ -460,3 +460,87 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state_on_dynamodb() {
         })
         .unwrap();
 }
+
+/// How an EventBridge rule's SQS target delivers a Stripe event.
+fn eventbridge(detail: &[u8], detail_type: &str) -> Vec<u8> {
+    let detail: serde_json::Value = serde_json::from_slice(detail).expect("event JSON");
+    serde_json::to_vec(&serde_json::json!({
+        "version": "0",
+        "id": format!("{:08x}-b491-4cf7-a9f1-bf3703467718", fastrand::u32(..)),
+        "detail-type": detail_type,
+        "source": "aws.partner/stripe.com/ed_test_61ABCDEF",
+        "account": "123456789012",
+        "time": "2026-11-24T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    }))
+    .expect("envelope")
+}
+
+#[tokio::test]
+async fn the_same_event_through_both_ingresses_applies_its_effects_once() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    let history = customer_history(
+        &format!("both{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        true,
+    );
+    // GIVEN every event of a history delivered by webhook (through the receiver and the queue) AND by
+    // EventBridge (wrapped, straight onto the queue: no receiver, no dedup in front)
+    let via_webhook = through_the_queue(&resources, &history.events).await;
+    let via_eventbridge: Vec<_> = history
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let event: serde_json::Value = serde_json::from_slice(body).unwrap();
+            message(
+                &format!("eb{i}"),
+                &eventbridge(body, event["type"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let mut all: Vec<_> = via_eventbridge.into_iter().chain(via_webhook).collect();
+    fastrand::shuffle(&mut all);
+    process_until_done(&app, all).await;
+    // THEN the state and notifications are those of each event applied once
+    let once = Resources::create();
+    let once_slack = SlackSink::start().await;
+    let once_app = processor_app(&once, Some(&once_slack.url)).await;
+    for (i, body) in history.events.iter().enumerate() {
+        assert!(
+            process_batch(&once_app, vec![message(&format!("o{i}"), body)])
+                .await
+                .is_empty()
+        );
+    }
+    assert_eq!(billing_state(&resources).await, billing_state(&once).await);
+    assert_eq!(slack.texts(), once_slack.texts());
+    assert_eq!(
+        billing::credit_balance(&app.billing, &history.customer)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_unparseable_message_fails_alone_and_the_rest_of_its_batch_is_handled() {
+    let resources = Resources::create();
+    let app = processor_app(&resources, None).await;
+    let good = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    let wrapped = eventbridge(
+        &with_event_id(&fixture("charge.failed"), &unique_event_id()),
+        "charge.failed",
+    );
+    let batch = vec![
+        message("good", &good),
+        message("garbage", b"{\"detail-type\": \"x\", \"detail\": 42}"),
+        message("wrapped", &wrapped),
+        message("not-json", b"\x00\x01"),
+    ];
+    assert_eq!(process_batch(&app, batch).await, ["garbage", "not-json"]);
+}

@@ -44,6 +44,9 @@ pub enum EventError {
     /// `type` is empty.
     #[error("event type is empty")]
     EmptyType,
+    /// A timestamp is not in the format Stripe uses.
+    #[error("event timestamp is malformed")]
+    InvalidTimestamp,
 }
 
 impl EventEnvelope {

@@ -11,6 +11,7 @@
 //! | --- | --- |
 //! | [`signature`] | `Stripe-Signature` verification and signing |
 //! | [`event`] | the event envelope and event types |
+//! | [`delivery`] | the shapes on the queue (webhook, EventBridge, thin) and the parse that unwraps them |
 //! | [`dedup`] | the dedup table: claim, mark, release; bodies too large for SQS |
 //! | [`queue`] | the event queue and its message format |
 //! | [`intake`] | claim → enqueue → mark: the path every event takes onto the queue |
@@ -30,6 +31,7 @@
 pub mod billing;
 pub mod config;
 pub mod dedup;
+pub mod delivery;
 pub mod event;
 pub mod handlers;
 pub mod intake;

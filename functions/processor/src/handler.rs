@@ -16,6 +16,7 @@ use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
     billing::{Applied, BillingError, BillingStore},
     dedup::{DedupError, DedupStore},
+    delivery::{parse_delivery, Delivery},
     event::{EventError, StripeEvent},
     handlers::{self, HandlerError, Notification},
     notify::{NotifyError, SlackNotifier},
@@ -62,6 +63,9 @@ pub enum ProcessError {
     /// A notification could not be sent.
     #[error("notification failed")]
     Notify(#[from] NotifyError),
+    /// A thin event arrived, but no Stripe API access is configured to fetch what it points at.
+    #[error("thin event {0} needs the Stripe API to be fetched")]
+    ThinEventNotFetched(String),
 }
 
 impl ProcessError {
@@ -72,6 +76,7 @@ impl ProcessError {
             Self::Handler(HandlerError::Object(_)) => "unexpected_object",
             Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
             Self::Notify(_) => "notification_failed",
+            Self::ThinEventNotFetched(_) => "thin_event_not_fetched",
         }
     }
 }
@@ -229,7 +234,10 @@ async fn read_event<S: DedupStore, B: BillingStore>(
         MessageBody::Inline(text) => text.into_bytes(),
         MessageBody::Stashed(stashed) => app.bodies.fetch_body(&stashed).await?,
     };
-    Ok(StripeEvent::parse(&bytes)?)
+    match parse_delivery(&bytes)? {
+        Delivery::Snapshot { event, .. } => Ok(event),
+        Delivery::Thin { event, .. } => Err(ProcessError::ThinEventNotFetched(event.id)),
+    }
 }
 
 fn message_attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {

@@ -1,0 +1,344 @@
+//! The shapes an event arrives in on the queue, and the one parse that tells them apart.
+//!
+//! - A **snapshot event** (`"object": "event"`), as a webhook delivers it: the receiver enqueues the
+//!   raw body.
+//! - The same wrapped by **Amazon EventBridge**, as a rule's SQS target delivers it: `version`, `id`,
+//!   `detail-type` (the Stripe event type), `source` (`aws.partner/stripe.com/...`), `time`, `detail`
+//!   (the Stripe event).
+//! - A **thin event** (`"object": "v2.core.event"`) through either path: small, unversioned, `created`
+//!   as an RFC 3339 string, pointing at the changed object through `related_object {id, type, url}`.
+//!   It carries no object: the processor fetches it before a handler runs.
+//!
+//! Handlers never see the difference: everything ends as a [`StripeEvent`].
+
+use serde::Deserialize;
+
+use crate::event::{EventError, EventType, StripeEvent};
+
+/// An event as it came off the queue.
+#[derive(Debug)]
+pub enum Delivery {
+    /// A full event (webhook body or EventBridge `detail`).
+    Snapshot {
+        /// The event.
+        event: StripeEvent,
+        /// Whether it came wrapped by EventBridge.
+        via_eventbridge: bool,
+    },
+    /// A thin event: fetch before handling.
+    Thin {
+        /// The event.
+        event: ThinEvent,
+        /// Whether it came wrapped by EventBridge.
+        via_eventbridge: bool,
+    },
+}
+
+impl Delivery {
+    /// The Stripe event id, whatever the shape.
+    pub fn event_id(&self) -> &str {
+        match self {
+            Self::Snapshot { event, .. } => &event.id,
+            Self::Thin { event, .. } => &event.id,
+        }
+    }
+
+    /// Which ingress it came through, for logs.
+    pub fn ingress(&self) -> &'static str {
+        match self {
+            Self::Snapshot {
+                via_eventbridge: true,
+                ..
+            }
+            | Self::Thin {
+                via_eventbridge: true,
+                ..
+            } => "eventbridge",
+            _ => "webhook",
+        }
+    }
+}
+
+/// A thin (API v2) event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ThinEvent {
+    /// `evt_...`
+    pub id: String,
+    /// The event type, e.g. `v1.billing.meter.error_report_triggered`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// The object the event is about.
+    #[serde(default)]
+    pub related_object: Option<RelatedObject>,
+    /// Live or test mode.
+    #[serde(default)]
+    pub livemode: Option<bool>,
+    /// The connected account or context, if any.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// `related_object` of a thin event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RelatedObject {
+    /// The object's id.
+    pub id: String,
+    /// Its type (`subscription`, `v2.billing.meter`, ...).
+    #[serde(rename = "type")]
+    pub object_type: String,
+    /// The API path that retrieves it (`/v1/subscriptions/sub_...`).
+    pub url: String,
+}
+
+impl ThinEvent {
+    /// `created` as unix seconds.
+    pub fn created_unix(&self) -> Result<i64, EventError> {
+        parse_rfc3339(&self.created).ok_or(EventError::InvalidTimestamp)
+    }
+
+    /// The snapshot event a handler needs, given the related object as fetched now. Thin event types
+    /// for v1 objects carry a `v1.` prefix (`v1.customer.subscription.updated`); it is dropped so the
+    /// same handler runs.
+    pub fn into_snapshot(self, object_json: String) -> Result<StripeEvent, EventError> {
+        let created = self.created_unix()?;
+        let event_type = self
+            .event_type
+            .strip_prefix("v1.")
+            .unwrap_or(&self.event_type);
+        let object = serde_json::value::RawValue::from_string(object_json)
+            .map_err(EventError::NotAnEvent)?;
+        Ok(StripeEvent {
+            id: self.id,
+            event_type: EventType::from(event_type),
+            created,
+            livemode: self.livemode,
+            api_version: None,
+            account: self.context,
+            request: None,
+            data: crate::event::EventData {
+                object,
+                previous_attributes: None,
+            },
+        })
+    }
+}
+
+/// The fields that tell the shapes apart.
+#[derive(Deserialize)]
+struct Shape<'a> {
+    #[serde(default, rename = "detail-type")]
+    detail_type: Option<&'a str>,
+    #[serde(default, borrow)]
+    detail: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    object: Option<&'a str>,
+}
+
+/// Parses a queued body into a [`Delivery`].
+pub fn parse_delivery(body: &[u8]) -> Result<Delivery, EventError> {
+    parse_shape(body, false)
+}
+
+fn parse_shape(body: &[u8], via_eventbridge: bool) -> Result<Delivery, EventError> {
+    let shape: Shape<'_> = serde_json::from_slice(body).map_err(EventError::NotAnEvent)?;
+    match (shape.detail_type, shape.detail, shape.object) {
+        // Unwrap once: a detail that is itself wrapped is not something EventBridge sends.
+        (Some(_), Some(detail), _) if !via_eventbridge => {
+            parse_shape(detail.get().as_bytes(), true)
+        }
+        (_, _, Some("v2.core.event")) => {
+            let event: ThinEvent = serde_json::from_slice(body).map_err(EventError::NotAnEvent)?;
+            if event.id.is_empty() {
+                return Err(EventError::InvalidId);
+            }
+            event.created_unix()?;
+            Ok(Delivery::Thin {
+                event,
+                via_eventbridge,
+            })
+        }
+        _ => Ok(Delivery::Snapshot {
+            event: StripeEvent::parse(body)?,
+            via_eventbridge,
+        }),
+    }
+}
+
+/// `2024-09-27T13:34:52.123Z` or with an offset (`+02:00`) → unix seconds. Fractions are dropped.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || !matches!(bytes[10], b'T' | b't')
+    {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = text.get(range)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &fraction[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            if rest.len() != 6 || rest.as_bytes()[3] != b':' {
+                return None;
+            }
+            let hours: i64 = rest.get(1..3)?.parse().ok()?;
+            let minutes: i64 = rest.get(4..6)?.parse().ok()?;
+            sign * (hours * 3600 + minutes * 60)
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FIXTURE: &str = include_str!("../../tests/fixtures/stripe/events/invoice.paid.json");
+
+    /// How a rule's SQS target delivers a Stripe event: the EventBridge envelope with the event as
+    /// `detail` and its type as `detail-type`.
+    pub(crate) fn eventbridge(detail: &str, detail_type: &str) -> String {
+        format!(
+            r#"{{"version":"0","id":"6a7e8feb-b491-4cf7-a9f1-bf3703467718","detail-type":"{detail_type}","source":"aws.partner/stripe.com/ed_test_61ABC","account":"123456789012","time":"2026-11-24T10:00:00Z","region":"us-east-1","resources":[],"detail":{detail}}}"#
+        )
+    }
+
+    const THIN: &str = r#"{"id":"evt_test_65R9Ijk8","object":"v2.core.event","type":"v1.customer.subscription.updated","livemode":false,"created":"2026-11-24T10:00:00.123Z","related_object":{"id":"sub_1","type":"subscription","url":"/v1/subscriptions/sub_1"},"reason":{"type":"request","request":{"id":"req_1","idempotency_key":null}}}"#;
+
+    #[test]
+    fn each_shape_parses_to_its_delivery() {
+        let Delivery::Snapshot {
+            event,
+            via_eventbridge: false,
+        } = parse_delivery(FIXTURE.as_bytes()).unwrap()
+        else {
+            panic!("webhook body is a snapshot")
+        };
+        assert_eq!(event.event_type, EventType::InvoicePaid);
+        let wrapped = eventbridge(FIXTURE, "invoice.paid");
+        let Delivery::Snapshot {
+            event: inner,
+            via_eventbridge: true,
+        } = parse_delivery(wrapped.as_bytes()).unwrap()
+        else {
+            panic!("EventBridge envelope is unwrapped")
+        };
+        assert_eq!(inner.id, event.id);
+        assert_eq!(inner.data.object.get(), event.data.object.get());
+        for (body, via) in [
+            (THIN.to_owned(), false),
+            (eventbridge(THIN, "v1.customer.subscription.updated"), true),
+        ] {
+            let Delivery::Thin {
+                event,
+                via_eventbridge,
+            } = parse_delivery(body.as_bytes()).unwrap()
+            else {
+                panic!("thin event")
+            };
+            assert_eq!(via_eventbridge, via);
+            assert_eq!(
+                event.related_object.as_ref().unwrap().url,
+                "/v1/subscriptions/sub_1"
+            );
+            assert_eq!(event.created_unix().unwrap(), 1_795_514_400);
+        }
+    }
+
+    #[test]
+    fn a_thin_event_becomes_the_snapshot_its_handler_takes() {
+        let Delivery::Thin { event, .. } = parse_delivery(THIN.as_bytes()).unwrap() else {
+            panic!()
+        };
+        let snapshot = event
+            .into_snapshot(r#"{"id":"sub_1","customer":"cus_1","status":"active"}"#.to_owned())
+            .unwrap();
+        assert_eq!(snapshot.event_type, EventType::CustomerSubscriptionUpdated);
+        assert_eq!(snapshot.created, 1_795_514_400);
+        assert_eq!(snapshot.id, "evt_test_65R9Ijk8");
+    }
+
+    #[test]
+    fn rfc3339_times_parse_with_fractions_and_offsets() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T12:00:00.5+02:00"),
+            Some(951_818_400)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-11-24T10:00:00-01:30"),
+            Some(1_795_514_400 + 5400)
+        );
+        for bad in [
+            "",
+            "2026-11-24",
+            "2026-13-01T00:00:00Z",
+            "2026-11-24T10:00:00",
+            "2026-11-24T10:00:00.Z",
+            "2026-11-24 10:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn what_is_none_of_the_shapes_is_an_error() {
+        for body in [
+            "",
+            "[]",
+            r#"{"detail-type":"x","detail":5}"#,
+            r#"{"object":"v2.core.event","id":"evt_1","type":"x","created":"yesterday"}"#,
+            r#"{"hello":"world"}"#,
+        ] {
+            assert!(parse_delivery(body.as_bytes()).is_err(), "{body}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_delivery(&body);
+        }
+
+        #[test]
+        fn arbitrary_times_never_panic(text in ".{0,40}") {
+            let _ = parse_rfc3339(&text);
+        }
+    }
+}
