@@ -1,0 +1,215 @@
+//! `send`: the offline stand-in for `stripe trigger`. Signs Stripe event fixtures the way Stripe does
+//! (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 keyed with the whole `whsec_…`) and posts them to a
+//! receiver, optionally many times, twice each, concurrently and shuffled, to watch dedup at work.
+
+use std::path::{Path, PathBuf};
+
+use futures::{stream, StreamExt};
+use stripe_pipeline::signature::{sign, unix_now, SigningSecret};
+
+/// Why events could not be prepared or sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Neither a file nor a fixture of that name.
+    #[error("no such file or fixture: {0} (fixtures are in {1})")]
+    NoSuchEvent(String, PathBuf),
+    /// The file could not be read.
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+    /// The file is not a JSON object with an `id`.
+    #[error("{0} is not a Stripe event")]
+    NotAnEvent(PathBuf),
+    /// The HTTP client could not be built.
+    #[error("could not build the HTTP client")]
+    Client(#[source] reqwest::Error),
+}
+
+/// One event to send: a fixture as it is, or a copy under a fresh id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Its id.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// The exact bytes to sign and post.
+    pub body: Vec<u8>,
+}
+
+/// The fixture directory of this repository.
+pub fn fixtures_dir(repo_root: &Path) -> PathBuf {
+    repo_root.join("tests/fixtures/stripe/events")
+}
+
+/// Reads `spec` — a path to a JSON file, or a fixture name (`invoice.paid`) — and makes `count`
+/// events of it: the file as it is when `count` is 1, else copies with fresh ids
+/// (`evt_local<16 hex>`), so each is a new event to the dedup table.
+pub fn prepare(spec: &str, fixtures: &Path, count: usize) -> Result<Vec<Outgoing>, SendError> {
+    let as_path = PathBuf::from(spec);
+    let path = if as_path.is_file() {
+        as_path
+    } else {
+        let fixture = fixtures.join(format!("{spec}.json"));
+        if !fixture.is_file() {
+            return Err(SendError::NoSuchEvent(spec.to_owned(), fixtures.to_owned()));
+        }
+        fixture
+    };
+    let raw = std::fs::read(&path).map_err(|e| SendError::Read(path.clone(), e))?;
+    let event: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|_| SendError::NotAnEvent(path.clone()))?;
+    let text = |field: &str| event[field].as_str().map(str::to_owned);
+    let (Some(id), Some(event_type)) = (text("id"), text("type")) else {
+        return Err(SendError::NotAnEvent(path));
+    };
+    if count == 1 {
+        return Ok(vec![Outgoing {
+            event_id: id,
+            event_type,
+            body: raw,
+        }]);
+    }
+    (0..count)
+        .map(|_| {
+            let mut copy = event.clone();
+            let id = format!("evt_local{:016x}", fastrand::u64(..));
+            copy["id"] = serde_json::Value::String(id.clone());
+            let body = serde_json::to_vec_pretty(&copy)
+                .map_err(|_| SendError::NotAnEvent(path.clone()))?;
+            Ok(Outgoing {
+                event_id: id,
+                event_type: event_type.clone(),
+                body,
+            })
+        })
+        .collect()
+}
+
+/// How to send.
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// The receiver's URL.
+    pub url: String,
+    /// The secret to sign with.
+    pub secret: SigningSecret,
+    /// Deliver each event twice.
+    pub duplicate: bool,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Deliver in random order (duplicates included), not one event after another.
+    pub shuffle: bool,
+}
+
+/// The answer to one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The event.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// The HTTP status, or `None` if the receiver could not be reached.
+    pub status: Option<u16>,
+    /// The answer's body, or the connection error.
+    pub answer: String,
+}
+
+impl Delivery {
+    /// Whether the receiver took it (200, enqueued or duplicate).
+    pub fn accepted(&self) -> bool {
+        self.status == Some(200)
+    }
+}
+
+/// An HTTP client for [`send`]; the first request may wait for `cargo lambda watch` to build the
+/// receiver, so the timeout is long.
+pub fn client() -> Result<reqwest::Client, SendError> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .map_err(SendError::Client)
+}
+
+/// Signs (at the moment of sending) and posts every event, returning the answers in the order the
+/// deliveries were made.
+pub async fn send(
+    http: &reqwest::Client,
+    options: &SendOptions,
+    events: &[Outgoing],
+) -> Vec<Delivery> {
+    let copies = if options.duplicate { 2 } else { 1 };
+    let mut deliveries: Vec<&Outgoing> = events
+        .iter()
+        .flat_map(|e| std::iter::repeat_n(e, copies))
+        .collect();
+    if options.shuffle {
+        fastrand::shuffle(&mut deliveries);
+    }
+    stream::iter(deliveries)
+        .map(|event| deliver(http, options, event))
+        .buffered(options.concurrency.max(1))
+        .collect()
+        .await
+}
+
+async fn deliver(http: &reqwest::Client, options: &SendOptions, event: &Outgoing) -> Delivery {
+    let signature = sign(&event.body, &options.secret, unix_now());
+    let result = http
+        .post(&options.url)
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(event.body.clone())
+        .send()
+        .await;
+    let (status, answer) = match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (Some(status), response.text().await.unwrap_or_default())
+        }
+        Err(error) => (None, error.to_string()),
+    };
+    Delivery {
+        event_id: event.event_id.clone(),
+        event_type: event.event_type.clone(),
+        status,
+        answer,
+    }
+}
+
+/// The secret `make dev` uses: the first of `STRIPE_WEBHOOK_SECRET`, else `.local/webhook-secret`.
+pub fn local_secret(from_env: Option<&str>, repo_root: &Path) -> Option<SigningSecret> {
+    let first = from_env
+        .and_then(|list| list.split(',').map(str::trim).find(|s| !s.is_empty()))
+        .map(str::to_owned)
+        .or_else(|| {
+            std::fs::read_to_string(repo_root.join(".local/webhook-secret"))
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })?;
+    SigningSecret::new(first).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        fixtures_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+    }
+
+    #[test]
+    fn one_copy_is_the_fixture_byte_for_byte_and_more_get_fresh_ids() {
+        let one = prepare("invoice.paid", &fixtures(), 1).unwrap();
+        assert_eq!(
+            one[0].body,
+            std::fs::read(fixtures().join("invoice.paid.json")).unwrap()
+        );
+        assert_eq!(one[0].event_type, "invoice.paid");
+        let three = prepare("invoice.paid", &fixtures(), 3).unwrap();
+        let ids: std::collections::HashSet<_> = three.iter().map(|o| &o.event_id).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(three.iter().all(|o| o.event_id.starts_with("evt_local")));
+        assert!(matches!(
+            prepare("no.such.type", &fixtures(), 1),
+            Err(SendError::NoSuchEvent(..))
+        ));
+    }
+}
