@@ -1,0 +1,790 @@
+//! The chaos suite: Stripe-like deliveries of generated customer histories through receiver → SQS →
+//! processor while a fault proxy breaks the functions' connections to DynamoDB and SQS and the
+//! processor is killed mid-batch; then checks that nothing was lost or applied twice.
+//!
+//! - **Stripe** (the sender): every event is delivered until it gets a 2xx, signed afresh per attempt,
+//!   retried with exponential backoff on anything else (including a 10 s timeout, as Stripe's). Events
+//!   of one customer are spread and shuffled, so they arrive out of order; some are delivered again
+//!   after their 2xx (redeliveries, resends), some twice at the same moment (concurrent duplicates).
+//! - **The receiver** runs in this process: `receiver::handler::handle`, the function `main.rs` serves,
+//!   wired like `main.rs` but with DynamoDB and SQS behind the proxy.
+//! - **The event source mapping** is played by pollers that receive batches from the queue directly (the
+//!   Lambda service's poller is not behind our network), call `processor::handler::handle` (DynamoDB
+//!   behind the proxy, Slack a local sink that sometimes answers 500), delete what succeeded and leave
+//!   failures to come back after the visibility timeout, exactly as with `ReportBatchItemFailures`. A
+//!   share of batches is **killed**: the invocation is dropped at a random point, mid-flight requests
+//!   and all, and nothing of the batch is deleted (the process died).
+//! - **Poison messages** (bodies that are no Stripe event) are put on the queue; they must end in the
+//!   DLQ after `MaxReceiveCount` receives, and nothing else may.
+//!
+//! The check compares each customer's final billing state with the same history applied once, in
+//! order, without faults (a reference run on its own tables), the way `tests/processor.rs` does.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+};
+use lambda_http::{http, Body, Request};
+use stripe_pipeline::{
+    signature::{sign, unix_now, SigningSecret},
+    testing::customer_history,
+};
+use tokio::sync::Semaphore;
+
+use crate::{
+    proxy::{FaultPlan, FaultProxy},
+    wiring::{self, ProcessorApp, ReceiverApp, Resources, SlackSink, SECRET},
+    Error,
+};
+
+/// Every history starts here (the same for all, so one reference per shape serves every customer).
+const T0: i64 = 1_800_000_000;
+/// The queue's visibility timeout during the run: how soon a failed or killed message comes back.
+const VISIBILITY_SECS: i32 = 3;
+/// How long Stripe waits for an answer.
+const STRIPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one event may take to be acknowledged before it counts as lost.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Knobs of a run.
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// Customer histories (9 or 8 events each).
+    pub customers: usize,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Concurrent processor invocations.
+    pub pollers: usize,
+    /// Poison messages put on the queue.
+    pub poison: usize,
+    /// Share of deliveries repeated after their 2xx.
+    pub redeliver: f64,
+    /// Share of deliveries sent twice at once.
+    pub concurrent_duplicate: f64,
+    /// Share of processor invocations killed mid-batch.
+    pub kill: f64,
+    /// Share of Slack posts answered 500.
+    pub slack_failure: f64,
+    /// The proxy's faults.
+    pub faults: FaultPlan,
+    /// Where to write the JSON summary.
+    pub json: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    deliveries: AtomicU64,
+    retries: AtomicU64,
+    redeliveries: AtomicU64,
+    concurrent_duplicates: AtomicU64,
+    acknowledged: AtomicU64,
+    lost: AtomicU64,
+    invocations: AtomicU64,
+    kills: AtomicU64,
+    messages_received: AtomicU64,
+    message_failures: AtomicU64,
+    statuses: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    fn status(&self, label: String) {
+        if let Ok(mut s) = self.statuses.lock() {
+            *s.entry(label).or_default() += 1;
+        }
+    }
+}
+
+struct Delivery {
+    body: Arc<Vec<u8>>,
+    /// Deliver a second copy at the same moment.
+    twin: bool,
+    /// Wait this long before sending (a redelivery comes later).
+    after: Duration,
+    /// This is the event's first scheduled delivery (the one that counts for "acknowledged").
+    first: bool,
+}
+
+/// Runs the suite; returns whether every check passed.
+pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
+    let started = Instant::now();
+    let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
+    let config = wiring::sdk_config().await;
+    let (dynamodb_direct, sqs_direct) = (wiring::dynamodb_endpoint(), wiring::sqs_endpoint());
+    let ddb = wiring::dynamodb(&config, &dynamodb_direct);
+    let sqs = wiring::sqs(&config, &sqs_direct);
+
+    // The reference: each history shape applied once, in order, without faults.
+    eprintln!("chaos: reference run (each history shape once, in order, no faults)");
+    let reference_resources = Resources::create(&format!("chaosref{run_id}"))?;
+    let reference_slack = SlackSink::start(0.0).await?;
+    let reference_app = wiring::processor_app(
+        &config,
+        &reference_resources,
+        &dynamodb_direct,
+        Some(&reference_slack.url),
+    )?;
+    let mut reference = HashMap::new();
+    let mut reference_notifications = HashMap::new();
+    for refund in [false, true] {
+        let notified_before = reference_slack.texts().len();
+        let tag = format!("r{run_id}x{}", u8::from(refund));
+        let history = customer_history(&tag, T0, refund);
+        for (i, body) in history.events.iter().enumerate() {
+            let failed = process(&reference_app, vec![message(&format!("ref{i}"), body)]).await?;
+            if !failed.is_empty() {
+                return Err(format!("reference event {i} failed without faults").into());
+            }
+        }
+        let state = wiring::billing_state(&ddb, &reference_resources.billing_table).await?;
+        reference.insert(refund, customer_state(&state, &tag));
+        reference_notifications.insert(refund, reference_slack.texts().len() - notified_before);
+    }
+    reference_resources.delete();
+
+    // The run's tables and queues, and the proxies in front of the emulators.
+    let resources = Resources::create(&format!("chaos{run_id}"))?;
+    sqs.set_queue_attributes()
+        .queue_url(&resources.event_queue_url)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            VISIBILITY_SECS.to_string(),
+        )
+        .send()
+        .await?;
+    let ddb_proxy = FaultProxy::start(&dynamodb_direct, options.faults, false).await?;
+    let sqs_proxy = FaultProxy::start(&sqs_direct, options.faults, false).await?;
+    let slack = SlackSink::start(options.slack_failure).await?;
+    let receiver = Arc::new(wiring::receiver_app(
+        &config,
+        &resources,
+        &ddb_proxy.url,
+        &sqs_proxy.url,
+    )?);
+    let processor = Arc::new(wiring::processor_app(
+        &config,
+        &resources,
+        &ddb_proxy.url,
+        Some(&slack.url),
+    )?);
+
+    // The histories and Stripe's delivery schedule.
+    let mut histories = Vec::new();
+    let mut schedule: Vec<(f64, Delivery)> = Vec::new();
+    for c in 0..options.customers {
+        let refund = c % 4 != 3;
+        let tag = format!("k{run_id}x{c:05}");
+        let history = customer_history(&tag, T0, refund);
+        for body in &history.events {
+            let body = Arc::new(body.clone());
+            // A customer's events are spread over the time of ~4 customers and shuffled within it.
+            let at = c as f64 + fastrand::f64() * 4.0;
+            schedule.push((
+                at,
+                Delivery {
+                    body: body.clone(),
+                    twin: fastrand::f64() < options.concurrent_duplicate,
+                    after: Duration::ZERO,
+                    first: true,
+                },
+            ));
+            if fastrand::f64() < options.redeliver {
+                schedule.push((
+                    at + 2.0 + fastrand::f64() * 30.0,
+                    Delivery {
+                        body,
+                        twin: false,
+                        after: Duration::from_millis(fastrand::u64(200..3_000)),
+                        first: false,
+                    },
+                ));
+            }
+        }
+        histories.push((tag, refund, history));
+    }
+    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let events: usize = histories.iter().map(|(_, _, h)| h.events.len()).sum();
+    eprintln!(
+        "chaos: {} customers, {events} events, {} scheduled deliveries, concurrency {}, {} processor pollers",
+        options.customers,
+        schedule.len(),
+        options.concurrency,
+        options.pollers
+    );
+
+    // Poison: must end in the DLQ, and be all it holds.
+    let mut poison_ids = HashSet::new();
+    for p in 0..options.poison {
+        let id = format!("evt_poison_{run_id}_{p}");
+        let body = match p % 3 {
+            0 => format!(
+                r#"{{"id":"{id}","type":"invoice.paid","created":1,"data":{{"object":{{"id":5}}}}}}"#
+            ),
+            1 => format!("not json at all {id}"),
+            _ => format!(r#"{{"id":"{id}","type":"charge.refunded"}}"#),
+        };
+        sqs.send_message()
+            .queue_url(&resources.event_queue_url)
+            .message_body(body)
+            .send()
+            .await?;
+        poison_ids.insert(id);
+    }
+
+    let tally = Arc::new(Tally::default());
+    let done = Arc::new(AtomicBool::new(false));
+    let received_per_event: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+
+    // Processor pollers (the event source mapping).
+    let mut pollers = Vec::new();
+    for _ in 0..options.pollers {
+        let (sqs, processor, tally, done, queue, received) = (
+            sqs.clone(),
+            processor.clone(),
+            tally.clone(),
+            done.clone(),
+            resources.event_queue_url.clone(),
+            received_per_event.clone(),
+        );
+        let kill = options.kill;
+        pollers.push(tokio::spawn(async move {
+            poll(&sqs, &queue, &processor, &tally, &done, kill, &received).await
+        }));
+    }
+
+    // Progress.
+    let progress = {
+        let (tally, done, ddb_c, sqs_c) = (
+            tally.clone(),
+            done.clone(),
+            ddb_proxy.counters.clone(),
+            sqs_proxy.counters.clone(),
+        );
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                eprintln!(
+                    "chaos: {:>4}s acknowledged {} / {events}, deliveries {}, retries {}, invocations {} (killed {}), faults {}",
+                    started.elapsed().as_secs(),
+                    tally.acknowledged.load(Ordering::Relaxed),
+                    tally.deliveries.load(Ordering::Relaxed),
+                    tally.retries.load(Ordering::Relaxed),
+                    tally.invocations.load(Ordering::Relaxed),
+                    tally.kills.load(Ordering::Relaxed),
+                    ddb_c.total() + sqs_c.total(),
+                );
+            }
+        })
+    };
+
+    // Stripe.
+    let permits = Arc::new(Semaphore::new(options.concurrency));
+    let mut senders = Vec::with_capacity(schedule.len());
+    for (_, delivery) in schedule {
+        let permit = permits.clone().acquire_owned().await?;
+        let (receiver, tally, permits) = (receiver.clone(), tally.clone(), permits.clone());
+        senders.push(tokio::spawn(async move {
+            deliver(&receiver, &tally, delivery, permit, &permits).await;
+        }));
+    }
+    for sender in senders {
+        sender.await?;
+    }
+    let send_secs = started.elapsed().as_secs_f64();
+    eprintln!("chaos: every delivery answered after {send_secs:.0}s; draining the queue");
+
+    // Drain: until the queue is empty and every poison message reached the DLQ.
+    let drain_deadline = Instant::now() + Duration::from_secs(300);
+    let mut quiet = 0;
+    while Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let depth = depth(&sqs, &resources.event_queue_url).await?;
+        quiet = if depth == 0 { quiet + 1 } else { 0 };
+        if quiet >= 3 {
+            break;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for poller in pollers {
+        poller.await?;
+    }
+    progress.abort();
+    ddb_proxy.set_faults(false);
+    sqs_proxy.set_faults(false);
+    let total_secs = started.elapsed().as_secs_f64();
+
+    // The checks, against the emulators directly.
+    eprintln!("chaos: checking");
+    let dedup: HashMap<String, String> = wiring::scan(&ddb, &resources.dedup_table)
+        .await?
+        .into_iter()
+        .filter_map(|item| {
+            let id = item.get("event_id")?.as_s().ok()?.clone();
+            let status = item.get("status")?.as_s().ok()?.clone();
+            Some((id, status))
+        })
+        .collect();
+    let billing = wiring::scan(&ddb, &resources.billing_table).await?;
+    let markers: HashSet<String> = billing
+        .iter()
+        .filter(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("EVENT"))
+        .filter_map(|i| {
+            i.get("pk")?
+                .as_s()
+                .ok()?
+                .strip_prefix("EVENT#")
+                .map(str::to_owned)
+        })
+        .collect();
+    let state = wiring::billing_state(&ddb, &resources.billing_table).await?;
+    let mut not_enqueued = 0;
+    let mut not_applied = 0;
+    let mut mismatched = Vec::new();
+    let mut doubled_credits = 0;
+    let mut differing = Vec::new();
+    for (tag, refund, history) in &histories {
+        for body in &history.events {
+            let id = event_id(body);
+            if dedup.get(&id).map(String::as_str) != Some("enqueued") {
+                not_enqueued += 1;
+            }
+            if !markers.contains(&id) {
+                not_applied += 1;
+            }
+        }
+        let got = customer_state(&state, tag);
+        let want = &reference[refund];
+        if &got != want {
+            let credits = |s: &Vec<(String, String)>| {
+                s.iter()
+                    .find(|(k, _)| k.ends_with("|CREDITS"))
+                    .map(|(_, v)| v.clone())
+            };
+            if credits(&got) != credits(want) {
+                doubled_credits += 1;
+            }
+            if mismatched.len() < 3 {
+                let differences: Vec<_> = got
+                    .iter()
+                    .filter(|i| !want.contains(i))
+                    .map(|(k, v)| format!("got {k}: {v}"))
+                    .chain(
+                        want.iter()
+                            .filter(|i| !got.contains(i))
+                            .map(|(k, v)| format!("want {k}: {v}")),
+                    )
+                    .collect();
+                differing.push(serde_json::json!({ "customer": tag, "differences": differences }));
+            }
+            mismatched.push(tag.clone());
+        }
+    }
+    let dead: Vec<String> = drain_dlq(&sqs, &resources.dead_letter_queue_url).await?;
+    let dead_poison = dead
+        .iter()
+        .filter(|b| poison_ids.iter().any(|id| b.contains(id.as_str())))
+        .count();
+    let dead_other = dead.len() - dead_poison;
+    let notifications = slack.texts();
+    let expected_notifications: usize = histories
+        .iter()
+        .map(|(_, refund, _)| reference_notifications[refund])
+        .sum();
+    let unique_texts: HashSet<&String> = notifications.iter().collect();
+    let doubled_notifications = notifications.len() - unique_texts.len();
+    let missing_notifications = expected_notifications.saturating_sub(unique_texts.len());
+    let received = received_per_event
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    let redundant_receives: u64 = received.values().map(|n| n.saturating_sub(1)).sum();
+
+    let lost = not_enqueued.max(not_applied) as u64 + tally.lost.load(Ordering::Relaxed);
+    let doubled = doubled_credits as u64;
+    let ok = lost == 0
+        && mismatched.is_empty()
+        && dead_other == 0
+        && dead_poison == poison_ids.len()
+        && missing_notifications == 0;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let summary = serde_json::json!({
+        "passed": ok,
+        "customers": histories.len(),
+        "events_sent": events,
+        "deliveries": get(&tally.deliveries),
+        "stripe_retries": get(&tally.retries),
+        "redeliveries_after_2xx": get(&tally.redeliveries),
+        "concurrent_duplicates": get(&tally.concurrent_duplicates),
+        "answers": *tally.statuses.lock().map_err(|_| "poisoned")?,
+        "faults": {
+            "dynamodb": ddb_proxy.counters.to_json(),
+            "sqs": sqs_proxy.counters.to_json(),
+            "total": ddb_proxy.counters.total() + sqs_proxy.counters.total(),
+            "processor_kills": get(&tally.kills),
+            "slack_500s": slack.failed.load(Ordering::Relaxed),
+        },
+        "processor": {
+            "invocations": get(&tally.invocations),
+            "messages_received": get(&tally.messages_received),
+            "message_failures": get(&tally.message_failures),
+            "redundant_receives": redundant_receives,
+        },
+        "lost": lost,
+        "not_enqueued": not_enqueued,
+        "not_applied": not_applied,
+        "doubled": doubled,
+        "customers_not_in_reference_state": mismatched.len(),
+        "mismatched_customers_sample": differing,
+        "dlq": { "poison_expected": poison_ids.len(), "poison": dead_poison, "other": dead_other },
+        "notifications": {
+            "expected": expected_notifications,
+            "sent": notifications.len(),
+            "sent_twice": doubled_notifications,
+            "missing": missing_notifications,
+        },
+        "seconds": { "delivering": send_secs, "total": total_secs },
+    });
+    eprintln!("{}", render(&summary));
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    if ok {
+        resources.delete();
+    } else {
+        eprintln!(
+            "chaos: tables and queues kept for inspection (prefix {})",
+            resources.prefix
+        );
+    }
+    Ok(ok)
+}
+
+fn render(s: &serde_json::Value) -> String {
+    let f = &s["faults"];
+    format!(
+        "\nchaos: {verdict}\n\
+         events sent        {events} ({customers} customers), {deliveries} deliveries: {retries} Stripe retries, {redeliveries} redeliveries after a 2xx, {twins} concurrent duplicates\n\
+         answers            {answers}\n\
+         faults injected    {faults}: DynamoDB {ddb}, SQS {sqs}; processor killed mid-batch {kills}×; Slack 500 {slack}×\n\
+         processor          {invocations} invocations, {received} messages received ({redundant} redundant), {failures} message failures\n\
+         lost               {lost} (not enqueued {ne}, not applied {na})\n\
+         doubled            {doubled} (customers whose state differs from the in-order history: {mismatch})\n\
+         DLQ                {dlq_poison}/{dlq_expected} poison messages, {dlq_other} other\n\
+         notifications      {n_sent} sent for {n_expected} expected: {n_missing} missing, {n_twice} sent twice\n\
+         time               {secs:.0} s\n",
+        verdict = if s["passed"] == true { "PASSED" } else { "FAILED" },
+        events = s["events_sent"],
+        customers = s["customers"],
+        deliveries = s["deliveries"],
+        retries = s["stripe_retries"],
+        redeliveries = s["redeliveries_after_2xx"],
+        twins = s["concurrent_duplicates"],
+        answers = s["answers"],
+        faults = f["total"],
+        ddb = f["dynamodb"],
+        sqs = f["sqs"],
+        kills = f["processor_kills"],
+        slack = f["slack_500s"],
+        invocations = s["processor"]["invocations"],
+        received = s["processor"]["messages_received"],
+        redundant = s["processor"]["redundant_receives"],
+        failures = s["processor"]["message_failures"],
+        lost = s["lost"],
+        ne = s["not_enqueued"],
+        na = s["not_applied"],
+        doubled = s["doubled"],
+        mismatch = s["customers_not_in_reference_state"],
+        dlq_poison = s["dlq"]["poison"],
+        dlq_expected = s["dlq"]["poison_expected"],
+        dlq_other = s["dlq"]["other"],
+        n_sent = s["notifications"]["sent"],
+        n_expected = s["notifications"]["expected"],
+        n_twice = s["notifications"]["sent_twice"],
+        n_missing = s["notifications"]["missing"],
+        secs = s["seconds"]["total"].as_f64().unwrap_or_default(),
+    )
+}
+
+/// One event's deliveries by Stripe: until a 2xx, with backoff; the twin (if any) at the same moment.
+async fn deliver(
+    receiver: &ReceiverApp,
+    tally: &Tally,
+    delivery: Delivery,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    permits: &Arc<Semaphore>,
+) {
+    if !delivery.first {
+        tally.redeliveries.fetch_add(1, Ordering::Relaxed);
+        drop(permit);
+        tokio::time::sleep(delivery.after).await;
+        let permit = permits.clone().acquire_owned().await;
+        until_acknowledged(receiver, tally, &delivery.body).await;
+        drop(permit);
+        return;
+    }
+    let acknowledged = if delivery.twin {
+        tally.concurrent_duplicates.fetch_add(1, Ordering::Relaxed);
+        let (a, b) = futures::future::join(
+            until_acknowledged(receiver, tally, &delivery.body),
+            until_acknowledged(receiver, tally, &delivery.body),
+        )
+        .await;
+        a || b
+    } else {
+        until_acknowledged(receiver, tally, &delivery.body).await
+    };
+    drop(permit);
+    if acknowledged {
+        tally.acknowledged.fetch_add(1, Ordering::Relaxed);
+    } else {
+        tally.lost.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+async fn until_acknowledged(receiver: &ReceiverApp, tally: &Tally, body: &[u8]) -> bool {
+    let Ok(secret) = SigningSecret::new(SECRET) else {
+        return false;
+    };
+    let deadline = Instant::now() + DELIVERY_DEADLINE;
+    let mut attempt: u32 = 0;
+    loop {
+        tally.deliveries.fetch_add(1, Ordering::Relaxed);
+        let request = signed_request(body, &sign(body, &secret, unix_now()));
+        let answer =
+            tokio::time::timeout(STRIPE_TIMEOUT, receiver::handler::handle(receiver, request))
+                .await;
+        let status = match answer {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let detail = match response.body() {
+                    Body::Text(t) if status == 200 => {
+                        if t.contains("duplicate") {
+                            " duplicate"
+                        } else {
+                            " enqueued"
+                        }
+                    }
+                    _ => "",
+                };
+                tally.status(format!("{status}{detail}"));
+                status
+            }
+            Ok(Err(_)) => {
+                tally.status("handler error".to_owned());
+                500
+            }
+            Err(_) => {
+                tally.status("timeout".to_owned());
+                504
+            }
+        };
+        if (200..300).contains(&status) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        // Stripe's schedule, compressed: exponential from 100 ms, capped at 5 s, with jitter.
+        tally.retries.fetch_add(1, Ordering::Relaxed);
+        let backoff = (100u64 << attempt.min(6)).min(5_000);
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(
+            backoff / 2 + fastrand::u64(0..=backoff),
+        ))
+        .await;
+    }
+}
+
+fn signed_request(body: &[u8], signature: &str) -> Request {
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("https://abc.execute-api.us-east-1.amazonaws.com/webhooks/stripe")
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(Body::Binary(body.to_vec()));
+    request.unwrap_or_default()
+}
+
+/// The event source mapping: receive, invoke (sometimes killed), delete what succeeded.
+async fn poll(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    processor: &ProcessorApp,
+    tally: &Tally,
+    done: &AtomicBool,
+    kill: f64,
+    received: &Mutex<HashMap<String, u64>>,
+) {
+    while !done.load(Ordering::Relaxed) {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await;
+        let Ok(output) = output else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let messages: Vec<_> = output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(wiring::to_lambda_message)
+            .collect();
+        if messages.is_empty() {
+            continue;
+        }
+        tally.invocations.fetch_add(1, Ordering::Relaxed);
+        tally
+            .messages_received
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        if let Ok(mut received) = received.lock() {
+            for m in &messages {
+                if let Some(id) = m
+                    .message_attributes
+                    .get("event_id")
+                    .and_then(|a| a.string_value.clone())
+                {
+                    *received.entry(id).or_default() += 1;
+                }
+            }
+        }
+        let receipts: HashMap<String, String> = messages
+            .iter()
+            .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
+            .collect();
+        let invocation = process(processor, messages);
+        let failed = if fastrand::f64() < kill {
+            // Killed mid-batch: the invocation stops wherever it is; nothing is deleted.
+            let after = Duration::from_millis(fastrand::u64(1..200));
+            match tokio::time::timeout(after, invocation).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tally.kills.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+        } else {
+            invocation.await
+        };
+        let Ok(failed) = failed else {
+            continue;
+        };
+        tally
+            .message_failures
+            .fetch_add(failed.len() as u64, Ordering::Relaxed);
+        let entries: Vec<_> = receipts
+            .iter()
+            .filter(|(id, _)| !failed.contains(*id))
+            .enumerate()
+            .filter_map(|(n, (_, receipt))| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(format!("d{n}"))
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty() {
+            let _ = sqs
+                .delete_message_batch()
+                .queue_url(queue)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+        }
+    }
+}
+
+/// One processor invocation on `messages`; the ids it reported failed.
+async fn process(
+    app: &ProcessorApp,
+    messages: Vec<aws_lambda_events::event::sqs::SqsMessage>,
+) -> Result<HashSet<String>, Error> {
+    let mut batch = SqsEvent::default();
+    batch.records = messages;
+    let response = processor::handler::handle(
+        app,
+        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
+    )
+    .await?;
+    Ok(response
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect())
+}
+
+fn message(id: &str, body: &[u8]) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut message = aws_lambda_events::event::sqs::SqsMessage::default();
+    message.message_id = Some(id.to_owned());
+    message.body = Some(String::from_utf8_lossy(body).into_owned());
+    message
+}
+
+fn event_id(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The items of one customer's history, its tag replaced so histories can be compared.
+/// Notification records (`NOTIFY#`) are left out: notifications are checked against what Slack
+/// received, so a lost or repeated message is reported as such rather than as a state difference.
+fn customer_state(state: &BTreeMap<String, String>, tag: &str) -> Vec<(String, String)> {
+    let mut items: Vec<(String, String)> = state
+        .iter()
+        .filter(|(k, _)| k.contains(tag) && !k.contains("|NOTIFY#"))
+        .map(|(k, v)| (k.replace(tag, "T"), v.replace(tag, "T")))
+        .collect();
+    items.sort();
+    items
+}
+
+async fn depth(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<u64, Error> {
+    let output = sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    Ok(output
+        .attributes
+        .unwrap_or_default()
+        .values()
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum())
+}
+
+async fn drain_dlq(sqs: &aws_sdk_sqs::Client, queue: &str) -> Result<Vec<String>, Error> {
+    let mut bodies = Vec::new();
+    loop {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(0)
+            .visibility_timeout(60)
+            .send()
+            .await?;
+        let messages = output.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(bodies);
+        }
+        bodies.extend(messages.into_iter().filter_map(|m| m.body));
+    }
+}

@@ -1,0 +1,14 @@
+//! The programs behind `make bench` and `make chaos`, as a library for `src/main.rs`.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | [`wiring`] | the functions wired as their `main.rs` do, to endpoints of our choosing; resources, Slack sink |
+//! | [`proxy`] | the TCP fault proxy (refuse, delay, cut, outages) that also counts requests |
+//! | [`chaos`] | Stripe-like deliveries through faults and processor kills, and the checks |
+
+pub mod chaos;
+pub mod proxy;
+pub mod wiring;
+
+/// Errors of a bench run: reported, and the process exits non-zero.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;

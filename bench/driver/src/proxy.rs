@@ -1,0 +1,307 @@
+//! A TCP proxy between the functions and an emulator that refuses, delays and cuts connections.
+//!
+//! It knows nothing of HTTP: it decides per accepted connection (refuse) and per chunk read from either
+//! side (delay, cut), which is what a flaky network or an overloaded endpoint looks like to an SDK. A cut
+//! on the way in loses a request before the service sees it; a cut on the way back loses the answer to a
+//! request the service has executed, the ambiguous case that makes a receiver enqueue twice. Outages
+//! refuse every new connection and cut every open one for a while.
+//!
+//! With `counting` on, it also reads the HTTP requests passing through (AWS SDKs send a Content-Length
+//! with every body) and counts them per operation with their body sizes, for the cost model.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// How often each fault happens. Probabilities are per connection (`refuse`) or per chunk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultPlan {
+    /// A new connection is accepted and dropped at once.
+    pub refuse: f64,
+    /// A chunk waits 20–600 ms before it is passed on.
+    pub delay: f64,
+    /// A chunk waits 2.5 s: longer than the SDK's 2 s attempt timeout.
+    pub stall: f64,
+    /// The connection is closed instead of passing the chunk on.
+    pub cut: f64,
+    /// Every `outage_every`, the endpoint is down for `outage_for`.
+    pub outage_every: Option<Duration>,
+    /// Length of an outage.
+    pub outage_for: Duration,
+}
+
+/// What the proxy did, for the report.
+#[derive(Debug, Default)]
+pub struct FaultCounters {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections dropped on accept.
+    pub refused: AtomicU64,
+    /// Chunks delayed (20–600 ms).
+    pub delayed: AtomicU64,
+    /// Chunks stalled past the SDK attempt timeout.
+    pub stalled: AtomicU64,
+    /// Connections cut before a request chunk reached the emulator.
+    pub cut_requests: AtomicU64,
+    /// Connections cut before a response chunk reached the function.
+    pub cut_responses: AtomicU64,
+    /// Outages started.
+    pub outages: AtomicU64,
+}
+
+impl FaultCounters {
+    /// Every fault injected.
+    pub fn total(&self) -> u64 {
+        [
+            &self.refused,
+            &self.delayed,
+            &self.stalled,
+            &self.cut_requests,
+            &self.cut_responses,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "connections": get(&self.connections),
+            "refused": get(&self.refused),
+            "delayed": get(&self.delayed),
+            "stalled": get(&self.stalled),
+            "cut_requests": get(&self.cut_requests),
+            "cut_responses": get(&self.cut_responses),
+            "outages": get(&self.outages),
+        })
+    }
+}
+
+/// Requests seen by a counting proxy: operation → (count, request body bytes).
+pub type RequestCounts = Arc<Mutex<BTreeMap<String, (u64, u64)>>>;
+
+/// A running proxy.
+#[derive(Debug, Clone)]
+pub struct FaultProxy {
+    /// Where the functions connect instead of the emulator.
+    pub url: String,
+    /// What it did.
+    pub counters: Arc<FaultCounters>,
+    /// Requests per operation, when counting.
+    pub requests: RequestCounts,
+    enabled: Arc<AtomicBool>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards to `upstream` (an `http://host:port` URL).
+    pub async fn start(upstream: &str, plan: FaultPlan, counting: bool) -> std::io::Result<Self> {
+        let upstream: SocketAddr = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let proxy = Self {
+            url,
+            counters: Arc::default(),
+            requests: Arc::default(),
+            enabled: Arc::new(AtomicBool::new(true)),
+        };
+        let (counters, enabled, requests) = (
+            proxy.counters.clone(),
+            proxy.enabled.clone(),
+            proxy.requests.clone(),
+        );
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let mut last_outage = u64::MAX;
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                counters.connections.fetch_add(1, Ordering::Relaxed);
+                let faults = enabled.load(Ordering::Relaxed);
+                if faults {
+                    if let Some(n) = outage_number(&plan, started) {
+                        if n != last_outage {
+                            last_outage = n;
+                            counters.outages.fetch_add(1, Ordering::Relaxed);
+                        }
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        drop(client);
+                        continue;
+                    }
+                    if fastrand::f64() < plan.refuse {
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        drop(client);
+                        continue;
+                    }
+                }
+                let (counters, enabled, requests) =
+                    (counters.clone(), enabled.clone(), requests.clone());
+                tokio::spawn(async move {
+                    let Ok(upstream) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = upstream.set_nodelay(true);
+                    let counting = counting.then_some(requests);
+                    pump(
+                        client, upstream, plan, &counters, &enabled, started, counting,
+                    )
+                    .await;
+                });
+            }
+        });
+        Ok(proxy)
+    }
+
+    /// Turns faults on or off (off for the final checks).
+    pub fn set_faults(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+}
+
+fn outage_number(plan: &FaultPlan, started: Instant) -> Option<u64> {
+    let every = plan.outage_every?.as_millis() as u64;
+    let elapsed = started.elapsed().as_millis() as u64;
+    // No outage in the first period, so start-up is not what gets tested.
+    (elapsed >= every && elapsed % every < plan.outage_for.as_millis() as u64)
+        .then_some(elapsed / every)
+}
+
+enum Verdict {
+    Pass,
+    Cut,
+}
+
+async fn fault(plan: &FaultPlan, counters: &FaultCounters, started: Instant) -> Verdict {
+    if outage_number(plan, started).is_some() {
+        return Verdict::Cut;
+    }
+    let roll = fastrand::f64();
+    if roll < plan.cut {
+        return Verdict::Cut;
+    }
+    if roll < plan.cut + plan.stall {
+        counters.stalled.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+    } else if roll < plan.cut + plan.stall + plan.delay {
+        counters.delayed.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(20..600))).await;
+    }
+    Verdict::Pass
+}
+
+async fn pump(
+    client: TcpStream,
+    upstream: TcpStream,
+    plan: FaultPlan,
+    counters: &FaultCounters,
+    enabled: &AtomicBool,
+    started: Instant,
+    counting: Option<RequestCounts>,
+) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
+    let mut inbound = vec![0u8; 64 * 1024];
+    let mut outbound = vec![0u8; 64 * 1024];
+    let mut parser = RequestParser::default();
+    loop {
+        tokio::select! {
+            read = client_read.read(&mut inbound) => {
+                let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
+                if let Some(counts) = &counting {
+                    parser.feed(&inbound[..n], counts);
+                }
+                if enabled.load(Ordering::Relaxed) {
+                    if let Verdict::Cut = fault(&plan, counters, started).await {
+                        counters.cut_requests.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                if upstream_write.write_all(&inbound[..n]).await.is_err() {
+                    return;
+                }
+            }
+            read = upstream_read.read(&mut outbound) => {
+                let n = match read { Ok(0) | Err(_) => return, Ok(n) => n };
+                if enabled.load(Ordering::Relaxed) {
+                    if let Verdict::Cut = fault(&plan, counters, started).await {
+                        counters.cut_responses.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                if client_write.write_all(&outbound[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Splits the client's byte stream into HTTP requests (headers, then Content-Length bytes of body) and
+/// names each by its operation: `X-Amz-Target` (DynamoDB, SQS JSON protocol) or `Action=` (SQS query).
+#[derive(Default)]
+struct RequestParser {
+    buffer: Vec<u8>,
+}
+
+impl RequestParser {
+    fn feed(&mut self, bytes: &[u8], counts: &RequestCounts) {
+        self.buffer.extend_from_slice(bytes);
+        loop {
+            let Some(end) = find(&self.buffer, b"\r\n\r\n") else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
+            let header = |name: &str| {
+                head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_owned())
+                })
+            };
+            let length: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if self.buffer.len() < end + 4 + length {
+                return;
+            }
+            let body = &self.buffer[end + 4..end + 4 + length];
+            let operation = header("x-amz-target")
+                .map(|t| t.rsplit('.').next().unwrap_or_default().to_owned())
+                .or_else(|| {
+                    let text = String::from_utf8_lossy(body);
+                    text.split('&')
+                        .find_map(|p| p.strip_prefix("Action=").map(str::to_owned))
+                })
+                .unwrap_or_else(|| "unknown".to_owned());
+            if let Ok(mut counts) = counts.lock() {
+                let entry = counts.entry(operation).or_default();
+                entry.0 += 1;
+                entry.1 += length as u64;
+            }
+            self.buffer.drain(..end + 4 + length);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

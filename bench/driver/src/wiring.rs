@@ -1,0 +1,319 @@
+//! The functions wired as their `main.rs` wire them, to endpoints of our choosing (the emulators or a
+//! fault proxy in front of them), plus what the Lambda service would do around them: tables and queues
+//! made from `template.yaml`, an SQS poller's message conversion, and a Slack stand-in.
+
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use stripe_pipeline::{
+    billing::DynamoBillingStore,
+    dedup::DynamoDedupStore,
+    notify::SlackNotifier,
+    queue::SqsEventQueue,
+    signature::{SignatureVerifier, SigningSecret},
+    telemetry::Metrics,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::Error;
+
+/// The signing secret of every bench and chaos run.
+pub const SECRET: &str = "whsec_bench_0123456789abcdefghijklmnopqrstuv";
+
+/// Endpoint of DynamoDB Local (from `infra/emulators.sh env`).
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB").unwrap_or_else(|_| "http://127.0.0.1:8000".into())
+}
+
+/// Endpoint of moto's SQS.
+pub fn sqs_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_SQS").unwrap_or_else(|_| "http://127.0.0.1:5050".into())
+}
+
+/// Tables and queues of one run, created from template.yaml by `infra/resources.py`.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    /// Name prefix.
+    pub prefix: String,
+    /// The dedup table.
+    pub dedup_table: String,
+    /// The billing table.
+    pub billing_table: String,
+    /// The event queue.
+    pub event_queue_url: String,
+    /// Its dead-letter queue.
+    pub dead_letter_queue_url: String,
+}
+
+impl Resources {
+    /// Creates them with `prefix` (run from the repository root).
+    pub fn create(prefix: &str) -> Result<Self, Error> {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let output = Command::new(python)
+            .args(["infra/resources.py", "create", "--prefix", prefix, "--json"])
+            .output()?;
+        if !output.status.success() {
+            return Err(format!(
+                "infra/resources.py create failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        let created: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let field = |name: &str| -> Result<String, Error> {
+            created[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{name} missing from resources.py output").into())
+        };
+        Ok(Self {
+            prefix: prefix.to_owned(),
+            dedup_table: field("DEDUP_TABLE_NAME")?,
+            billing_table: field("BILLING_TABLE_NAME")?,
+            event_queue_url: field("EVENT_QUEUE_URL")?,
+            dead_letter_queue_url: field("DEAD_LETTER_QUEUE_URL")?,
+        })
+    }
+
+    /// Deletes them (best effort).
+    pub fn delete(&self) {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let _ = Command::new(python)
+            .args(["infra/resources.py", "delete", "--prefix", &self.prefix])
+            .output();
+    }
+}
+
+/// The SDK configuration the functions use (`load_aws_config`: their timeouts and retries).
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    stripe_pipeline::config::load_aws_config().await
+}
+
+/// A DynamoDB client talking to `endpoint`.
+pub fn dynamodb(config: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(config)
+            .endpoint_url(endpoint)
+            .build(),
+    )
+}
+
+/// An SQS client talking to `endpoint`.
+pub fn sqs(config: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(config)
+            .endpoint_url(endpoint)
+            .build(),
+    )
+}
+
+/// The receiver's state.
+pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;
+/// The processor's state.
+pub type ProcessorApp = processor::handler::App<DynamoDedupStore, DynamoBillingStore>;
+
+/// The receiver as `functions/receiver/src/main.rs` builds it (configuration defaults), talking to
+/// DynamoDB and SQS at the given endpoints.
+pub fn receiver_app(
+    config: &aws_config::SdkConfig,
+    resources: &Resources,
+    dynamodb_at: &str,
+    sqs_at: &str,
+) -> Result<ReceiverApp, Error> {
+    use stripe_pipeline::config::{DEFAULT_DEDUP_LEASE_SECS, DEFAULT_DEDUP_TTL_SECS};
+    Ok(receiver::handler::App {
+        verifier: SignatureVerifier::new(
+            vec![SigningSecret::new(SECRET)?],
+            Duration::from_secs(stripe_pipeline::signature::DEFAULT_TOLERANCE_SECS),
+        )?,
+        store: DynamoDedupStore::new(
+            dynamodb(config, dynamodb_at),
+            &resources.dedup_table,
+            Duration::from_secs(DEFAULT_DEDUP_TTL_SECS),
+            Duration::from_secs(DEFAULT_DEDUP_LEASE_SECS),
+        ),
+        queue: SqsEventQueue::new(sqs(config, sqs_at), &resources.event_queue_url),
+        livemode: Some(false),
+        max_body_bytes: 1024 * 1024,
+        sqs_max_message_bytes: 256 * 1024,
+        metrics: Metrics::new("Bench", "receiver"),
+    })
+}
+
+/// The processor as `functions/processor/src/main.rs` builds it, DynamoDB at `dynamodb_at`, Slack at
+/// `slack_url`.
+pub fn processor_app(
+    config: &aws_config::SdkConfig,
+    resources: &Resources,
+    dynamodb_at: &str,
+    slack_url: Option<&str>,
+) -> Result<ProcessorApp, Error> {
+    let client = dynamodb(config, dynamodb_at);
+    Ok(processor::handler::App {
+        bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
+        billing: DynamoBillingStore::new(client, &resources.billing_table),
+        slack: slack_url.map(SlackNotifier::new).transpose()?,
+        metrics: Metrics::new("Bench", "processor"),
+    })
+}
+
+/// An SQS message as the Lambda event source mapping hands it to the function.
+pub fn to_lambda_message(message: aws_sdk_sqs::types::Message) -> SqsMessage {
+    let mut converted = SqsMessage::default();
+    converted.message_id = message.message_id;
+    converted.receipt_handle = message.receipt_handle;
+    converted.body = message.body;
+    for (name, value) in message.message_attributes.unwrap_or_default() {
+        let mut attribute = SqsMessageAttribute::default();
+        attribute.string_value = value.string_value;
+        attribute.data_type = Some(value.data_type);
+        converted.message_attributes.insert(name, attribute);
+    }
+    for (name, value) in message.attributes.unwrap_or_default() {
+        converted.attributes.insert(name.as_str().to_owned(), value);
+    }
+    converted
+}
+
+/// A stand-in for a Slack incoming webhook: records each accepted message's text, and answers 500 to a
+/// share of requests (Slack having a bad moment).
+#[derive(Debug, Clone)]
+pub struct SlackSink {
+    /// Where to post.
+    pub url: String,
+    texts: Arc<Mutex<Vec<String>>>,
+    /// Requests answered 500.
+    pub failed: Arc<AtomicU64>,
+}
+
+impl SlackSink {
+    /// Starts on a free loopback port; `failure_rate` of the requests get a 500.
+    pub async fn start(failure_rate: f64) -> Result<Self, Error> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sink = Self {
+            url: format!("http://{}/services/T0/B0/X", listener.local_addr()?),
+            texts: Arc::default(),
+            failed: Arc::default(),
+        };
+        let (texts, failed) = (sink.texts.clone(), sink.failed.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (texts, failed) = (texts.clone(), failed.clone());
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if buffer.len() < end + 4 + length {
+                            continue;
+                        }
+                        let body = buffer[end + 4..end + 4 + length].to_vec();
+                        buffer.drain(..end + 4 + length);
+                        let code = if fastrand::f64() < failure_rate {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            500
+                        } else {
+                            let text = serde_json::from_slice::<serde_json::Value>(&body)
+                                .ok()
+                                .and_then(|v| v["text"].as_str().map(str::to_owned))
+                                .unwrap_or_default();
+                            if let Ok(mut texts) = texts.lock() {
+                                texts.push(text);
+                            }
+                            200
+                        };
+                        let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok");
+                        if socket.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(sink)
+    }
+
+    /// Texts of the accepted messages.
+    pub fn texts(&self) -> Vec<String> {
+        self.texts.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// Every item of the billing table except the exactly-once markers, as `pk|sk` → sorted attributes
+/// (as `tests/common/mod.rs`'s `billing_state` does, `sent_at` left out: it is a clock).
+pub async fn billing_state(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut state = BTreeMap::new();
+    for item in scan(client, table).await? {
+        let text = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (pk, sk) = (text("pk"), text("sk"));
+        if sk == "EVENT" {
+            continue;
+        }
+        let mut fields: Vec<String> = item
+            .iter()
+            .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        fields.sort();
+        state.insert(format!("{pk}|{sk}"), fields.join(","));
+    }
+    Ok(state)
+}
+
+/// Every item of a table (consistent reads).
+pub async fn scan(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, Error>
+{
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let output = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        items.extend(output.items.unwrap_or_default());
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            return Ok(items);
+        }
+    }
+}
