@@ -17,6 +17,9 @@ object such as {"BILLING_TABLE_NAME": ..., "DEDUP_TABLE_NAME": ..., "EVENT_QUEUE
 Variable names come from the template itself: a function's environment variable that is `!Ref`
 to the resource, else the name of an Output whose value is `!Ref` to it (EventQueueUrl ->
 EVENT_QUEUE_URL). Secrets (AWS::SecretsManager::Secret) are created only with --secret-value.
+Resources under a Condition exist only when it holds: with --param StripeEventSourceName=aws.partner/...
+(the Amazon EventBridge ingress) the rule's dead-letter queue is created too
+(STRIPE_EVENT_RULE_DEAD_LETTER_QUEUE_URL); the event bus, rule and queue policies are not emulated.
 
 Endpoints: AWS_ENDPOINT_URL_DYNAMODB (default http://127.0.0.1:8000), AWS_ENDPOINT_URL_SQS and
 AWS_ENDPOINT_URL_SECRETS_MANAGER (default http://127.0.0.1:5050); AWS_REGION (default us-east-1);
@@ -144,6 +147,9 @@ class Context:
                 allowed = spec.get("AllowedValues")
                 if allowed is not None and value not in [str(a) for a in allowed]:
                     raise Fail(f"--param {name}={value}: allowed values are {allowed}")
+                pattern = spec.get("AllowedPattern")
+                if pattern is not None and re.fullmatch(pattern, value) is None:
+                    raise Fail(f"--param {name}={value}: does not match AllowedPattern {pattern}")
                 if spec.get("Type") == "Number":
                     value = json.loads(value) if re.fullmatch(r"-?\d+(\.\d+)?", value) else value
                 values[name] = value
@@ -151,6 +157,8 @@ class Context:
                 values[name] = spec["Default"]
             else:
                 values[name] = None  # only an error if something actually uses it
+            if spec.get("Type") == "CommaDelimitedList" and isinstance(values[name], str):
+                values[name] = values[name].split(",")  # as CloudFormation does: "" -> [""]
         return values
 
     def pseudo(self, name: str) -> str:
