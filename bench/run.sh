@@ -16,7 +16,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${STRIPE_PIPELINE_CACHE:-$HOME/.cache/stripe-webhook-pipeline}
 VENV=${STRIPE_PIPELINE_VENV:-$CACHE/venv}
-STAGES=${BENCH_STAGES:-verify}
+STAGES=${BENCH_STAGES:-verify load coldstart size cost}
 OUTPUT=${BENCH_OUTPUT:-$ROOT/BENCHMARKS.md}
 cd "$ROOT"
 
@@ -84,10 +84,15 @@ fi
 
 if has_stage coldstart; then
   say "coldstart: each binary against a local Runtime API"
-  "$TARGET/release/bench-driver" coldstart --runs 20 \
+  eval "$(bash infra/emulators.sh env)"
+  # The environment each function needs to pass its init (nothing is called: no Secrets Manager).
+  "$TARGET/release/bench-driver" coldstart --runs 30 \
     --binary receiver="$TARGET/release/receiver" \
     --binary processor="$TARGET/release/processor" \
     --binary hello="$TARGET/release/bench-hello" \
+    --env STRIPE_WEBHOOK_SECRET=whsec_bench_coldstart --env DEDUP_TABLE_NAME=bench-DedupTable \
+    --env EVENT_QUEUE_URL=http://127.0.0.1:5050/123456789012/bench-EventQueue \
+    --env BILLING_TABLE_NAME=bench-BillingTable --env RUST_LOG=info \
     --json "$RESULTS/coldstart.json"
 fi
 
@@ -114,7 +119,8 @@ if has_stage cost; then
   bash infra/emulators.sh start
   eval "$(bash infra/emulators.sh env)"
   say "cost: requests and item sizes per event, through a counting proxy"
-  "$TARGET/release/bench-driver" cost --results "$RESULTS"
+  # stdout is what the functions log (JSON lines and EMF metrics): its size per event is priced too.
+  "$TARGET/release/bench-driver" cost --results "$RESULTS" --customers 100 >"$RESULTS/cost-logs.txt"
 fi
 
 python3 bench/report.py "$RESULTS" "$OUTPUT"

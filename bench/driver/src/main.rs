@@ -12,7 +12,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use bench_driver::{chaos, proxy, Error};
+use bench_driver::{chaos, coldstart, cost, load, proxy, Error};
 
 /// `--name value` options, repeatable.
 struct Args(HashMap<String, Vec<String>>);
@@ -69,6 +69,59 @@ fn chaos_options(args: &Args) -> Result<chaos::ChaosOptions, Error> {
     })
 }
 
+fn list(args: &Args, name: &str) -> Vec<String> {
+    args.0.get(name).cloned().unwrap_or_default()
+}
+
+async fn run_load(args: &Args) -> Result<bool, Error> {
+    let options = load::LoadOptions {
+        url: args.text("url").ok_or("--url is required")?,
+        label: args.text("label").unwrap_or_default(),
+        events: args.get("events", 3_000)?,
+        redeliver: args.get("redeliver", 0.30)?,
+        concurrency: args.get("concurrency", 16)?,
+        warmup: args.get("warmup", 300)?,
+        processes: list(args, "process"),
+        side_processes: list(args, "side-process"),
+        json: args.text("json"),
+    };
+    let result = load::run(options).await?;
+    Ok(result["statuses"]
+        .as_object()
+        .is_some_and(|s| s.keys().all(|k| k.starts_with("200"))))
+}
+
+async fn run_coldstart(args: &Args) -> Result<bool, Error> {
+    let runs = args.get("runs", 20)?;
+    let env: Vec<(String, String)> = list(args, "env")
+        .iter()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect();
+    let mut results = serde_json::Map::new();
+    for binary in list(args, "binary") {
+        let (name, path) = binary.split_once('=').ok_or("--binary takes NAME=PATH")?;
+        let times = coldstart::measure(path, &env, runs).await?;
+        let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let entry = serde_json::json!({
+            "runs": times.len(),
+            "min_ms": times[0],
+            "p50_ms": pct(0.5),
+            "p90_ms": pct(0.9),
+            "binary_bytes": size,
+        });
+        eprintln!("coldstart {name}: {entry}");
+        results.insert(name.to_owned(), entry);
+    }
+    if let Some(path) = args.text("json") {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(true)
+}
+
 #[tokio::main]
 async fn main() {
     let mut argv = std::env::args().skip(1);
@@ -78,6 +131,15 @@ async fn main() {
         Ok(args) => match command.as_str() {
             "chaos" => match chaos_options(&args) {
                 Ok(options) => chaos::run(options).await,
+                Err(e) => Err(e),
+            },
+            "load" => run_load(&args).await,
+            "coldstart" => run_coldstart(&args).await,
+            "cost" => match args.get("customers", 100) {
+                Ok(customers) => {
+                    let results = args.text("results").unwrap_or_else(|| ".".to_owned());
+                    cost::run(&results, customers).await
+                }
                 Err(e) => Err(e),
             },
             _ => {

@@ -90,8 +90,59 @@ impl FaultCounters {
     }
 }
 
-/// Requests seen by a counting proxy: operation → (count, request body bytes).
-pub type RequestCounts = Arc<Mutex<BTreeMap<String, (u64, u64)>>>;
+/// What a counting proxy saw of one operation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OperationCount {
+    /// Requests.
+    pub requests: u64,
+    /// Request body bytes.
+    pub body_bytes: u64,
+    /// Billed units, estimated from the request: DynamoDB write/read request units (items sized by their
+    /// JSON, which overstates DynamoDB's own sizing a little), SQS requests (one per 64 KB chunk).
+    pub units: f64,
+}
+
+/// Requests seen by a counting proxy, per operation.
+pub type RequestCounts = Arc<Mutex<BTreeMap<String, OperationCount>>>;
+
+/// The billed units of one request (see [`OperationCount::units`]).
+fn billed_units(operation: &str, body: &[u8]) -> f64 {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let kib = |v: &serde_json::Value| (v.to_string().len() as f64 / 1024.0).ceil().max(1.0);
+    let read = |v: &serde_json::Value| {
+        if v["ConsistentRead"] == true {
+            1.0
+        } else {
+            0.5
+        }
+    };
+    match operation {
+        "PutItem" => kib(&json["Item"]),
+        "UpdateItem" | "DeleteItem" => 1.0,
+        "GetItem" | "Query" => read(&json),
+        "TransactWriteItems" => json["TransactItems"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| {
+                        let item = &i["Put"]["Item"];
+                        2.0 * if item.is_null() { 1.0 } else { kib(item) }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0.0),
+        "TransactGetItems" => json["TransactItems"]
+            .as_array()
+            .map_or(0.0, |items| 2.0 * items.len() as f64),
+        "SendMessage" => {
+            let bytes = json["MessageBody"].as_str().map_or(0, str::len)
+                + json["MessageAttributes"].to_string().len();
+            (bytes as f64 / 65_536.0).ceil().max(1.0)
+        }
+        _ => 1.0,
+    }
+}
 
 /// A running proxy.
 #[derive(Debug, Clone)]
@@ -292,10 +343,12 @@ impl RequestParser {
                         .find_map(|p| p.strip_prefix("Action=").map(str::to_owned))
                 })
                 .unwrap_or_else(|| "unknown".to_owned());
+            let units = billed_units(&operation, body);
             if let Ok(mut counts) = counts.lock() {
                 let entry = counts.entry(operation).or_default();
-                entry.0 += 1;
-                entry.1 += length as u64;
+                entry.requests += 1;
+                entry.body_bytes += length as u64;
+                entry.units += units;
             }
             self.buffer.drain(..end + 4 + length);
         }
