@@ -17,12 +17,12 @@ use stripe_pipeline::{
     dedup::DynamoDedupStore,
     queue::SqsEventQueue,
     secrets::{self, SecretsError},
-    telemetry,
+    telemetry::{self, error_chain},
 };
 use stripe_webhooks::{
     backfill::{self, BackfillOptions},
     dead_letters,
-    poll::{self, error_chain, PollError, PollSettings, Poller, Target},
+    poll::{self, PollError, PollSettings, Poller, Target},
     progress,
     replay::{self, ReplayError, Replayed},
     send::{self, SendError, SendOptions},

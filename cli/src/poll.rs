@@ -30,7 +30,7 @@ use stripe_pipeline::{
     notify::{NotifyError, SlackNotifier},
     queue::attribute,
     secrets::{self, SecretsError},
-    telemetry::Metrics,
+    telemetry::{error_chain, Metrics},
 };
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -480,16 +480,4 @@ pub fn to_lambda_message(message: &Message, queue_arn: &str, region: &str) -> Sq
     converted.event_source = Some("aws:sqs".to_owned());
     converted.aws_region = Some(region.to_owned());
     converted
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -36,3 +36,8 @@ pub fn bar(len: u64) -> ProgressBar {
     );
     bar
 }
+
+/// No bar at all (tests, scripts).
+pub fn hidden() -> ProgressBar {
+    ProgressBar::hidden()
+}

@@ -521,3 +521,124 @@ impl SlackSink {
             .collect()
     }
 }
+
+/// The real receiver `handle` behind an HTTP port on 127.0.0.1: for clients that post over HTTP (such
+/// as `stripe-webhooks send`) without building the function under `cargo lambda watch`. Stops when
+/// dropped.
+pub struct ReceiverServer {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ReceiverServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ReceiverServer {
+    pub async fn start(app: ReceiverApp) -> Self {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver server");
+        let url = format!(
+            "http://{}/webhooks/stripe",
+            listener.local_addr().expect("addr")
+        );
+        let app = std::sync::Arc::new(app);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |incoming: hyper::Request<hyper::body::Incoming>| {
+                            let app = app.clone();
+                            async move {
+                                let (parts, body) = incoming.into_parts();
+                                let bytes = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                let mut request = http::Request::builder()
+                                    .method(parts.method)
+                                    .uri(format!("https://localhost{}", parts.uri.path()));
+                                for (name, value) in &parts.headers {
+                                    request = request.header(name, value);
+                                }
+                                let request =
+                                    request.body(Body::Binary(bytes.to_vec())).expect("request");
+                                let response = receiver::handler::handle(&app, request)
+                                    .await
+                                    .expect("the receiver always answers");
+                                let (parts, body) = response.into_parts();
+                                let bytes = match body {
+                                    Body::Empty => Vec::new(),
+                                    Body::Text(text) => text.into_bytes(),
+                                    Body::Binary(bytes) => bytes,
+                                    _ => Vec::new(),
+                                };
+                                let mut answer = hyper::Response::builder().status(parts.status);
+                                for (name, value) in &parts.headers {
+                                    answer = answer.header(name, value);
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    answer
+                                        .body(http_body_util::Full::new(bytes::Bytes::from(bytes)))
+                                        .expect("response"),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, task }
+    }
+}
+
+/// A fake Stripe events API serving `count` events made from the fixtures (ids `evt_<tag><n>`, one a
+/// minute back from now, every `undelivered_every`-th with an undelivered webhook), accepting
+/// [`FAKE_STRIPE_KEY`].
+pub async fn fake_stripe(
+    tag: &str,
+    count: usize,
+    undelivered_every: usize,
+) -> stripe_webhooks::fake_stripe::FakeStripe {
+    let events = stripe_webhooks::fake_stripe::fixture_events(
+        &repo_root().join("tests/fixtures/stripe/events"),
+        tag,
+        count,
+        unix_now() as i64 - 60,
+        60,
+        undelivered_every,
+    )
+    .expect("fixture events");
+    stripe_webhooks::fake_stripe::FakeStripe::start(events, FAKE_STRIPE_KEY)
+        .await
+        .expect("start the fake Stripe API")
+}
+
+pub const FAKE_STRIPE_KEY: &str = "sk_test_fake_0123456789";
+
+/// A Stripe API client of the fake, as the CLI builds it, but with short backoffs.
+pub fn stripe_api(base_url: &str) -> stripe_webhooks::stripe_api::StripeApi {
+    stripe_webhooks::stripe_api::StripeApi::new(
+        base_url,
+        stripe_webhooks::stripe_api::ApiKey::new(FAKE_STRIPE_KEY).expect("key"),
+        1000.0,
+        stripe_webhooks::stripe_api::RetryPolicy {
+            max_retries: 4,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+        },
+    )
+    .expect("stripe api client")
+}
