@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# `make dev`: both functions under `cargo lambda watch` (rebuilt on every change), talking to the
-# local emulators through tables and queues made from template.yaml with the prefix "dev".
+# `make dev`: the whole pipeline locally. Both functions under `cargo lambda watch` (rebuilt on every
+# change), talking to the local emulators through tables and queues made from template.yaml with the
+# prefix "dev", and a poller (`stripe-webhooks poll`) feeding the event queue to the processor the way
+# the Lambda SQS event source mapping does.
 #
 # Env knobs: DEV_PORT (9000), DEV_PREFIX (dev), STRIPE_WEBHOOK_SECRET (comma-separated whsec_
-# secrets; default: one generated once and kept in .local/webhook-secret).
-# Ctrl-C stops cargo lambda watch, and the emulators too if this script started them.
+# secrets; default: one generated once and kept in .local/webhook-secret), DEV_POLLER (invoke: the
+# processor served by cargo lambda watch, rebuilt on change; in-process: the processor compiled into
+# the CLI; off: no poller), DEV_POLL_ARGS (extra `poll` options, e.g. "--visibility-timeout 10").
+# Ctrl-C stops the poller and cargo lambda watch, and the emulators too if this script started them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -13,6 +17,8 @@ VENV=${STRIPE_PIPELINE_VENV:-$CACHE/venv}
 export STRIPE_PIPELINE_CACHE=$CACHE STRIPE_PIPELINE_VENV=$VENV
 DEV_PORT=${DEV_PORT:-9000}
 DEV_PREFIX=${DEV_PREFIX:-dev}
+DEV_POLLER=${DEV_POLLER:-invoke}
+DEV_POLL_ARGS=${DEV_POLL_ARGS:-}
 STATE=$ROOT/.local
 cd "$ROOT"
 
@@ -26,12 +32,23 @@ export PATH=$VENV/bin:$PATH
 if (exec 3<>"/dev/tcp/127.0.0.1/$DEV_PORT") 2>/dev/null; then
   die "port $DEV_PORT is already in use (another \`make dev\`?); stop it or set DEV_PORT"
 fi
+case $DEV_POLLER in
+  invoke | in-process | off) ;;
+  *) die "DEV_POLLER must be invoke, in-process or off (got \"$DEV_POLLER\")" ;;
+esac
 
 started_emulators=false
 bash infra/emulators.sh status >/dev/null 2>&1 || started_emulators=true
 watch_pid=
+poller_pid=
 cleanup() {
   trap - EXIT INT TERM
+  # The poller first: it finishes the batch in hand (a batch left half done is only redelivered after
+  # the visibility timeout), then cargo lambda watch, which may be serving that batch.
+  if [[ -n $poller_pid ]]; then
+    kill -TERM -- "-$poller_pid" 2>/dev/null || true
+    wait "$poller_pid" 2>/dev/null || true
+  fi
   # cargo lambda watch runs in its own process group (below), so its cargo and function processes
   # stop with it whether we got Ctrl-C, a TERM from a supervisor, or an error.
   if [[ -n $watch_pid ]]; then
@@ -81,7 +98,22 @@ env_file=$STATE/dev.env
 } >"$env_file"
 chmod 600 "$env_file"
 
+# The CLI (send, status, dlq, backfill, and the poller). Built once here; the first build compiles the
+# AWS SDK crates for it, a few minutes on 2 cores.
+if [[ $DEV_POLLER != off || ! -x ${CARGO_TARGET_DIR:-$ROOT/target}/debug/stripe-webhooks ]]; then
+  say "building the stripe-webhooks CLI (cargo build -p stripe-webhooks)"
+  cargo build --quiet -p stripe-webhooks
+fi
+cli=${CARGO_TARGET_DIR:-$ROOT/target}/debug/stripe-webhooks
+cli_shown=$cli
+[[ $cli == "$ROOT"/* ]] && cli_shown=${cli#"$ROOT"/}
+
 url="http://127.0.0.1:$DEV_PORT/lambda-url/receiver/webhooks/stripe"
+case $DEV_POLLER in
+  invoke) poller_line="the processor served by cargo lambda watch (rebuilt on change)" ;;
+  in-process) poller_line="the processor built into the CLI (restart make dev after changing it)" ;;
+  off) poller_line="off (DEV_POLLER=off); feed it with: $cli_shown --env-file .local/dev.env poll --invoke http://127.0.0.1:$DEV_PORT" ;;
+esac
 cat >&2 <<EOF
 
   Webhook URL:        $url
@@ -94,8 +126,14 @@ cat >&2 <<EOF
   \`stripe listen\` prints its own whsec_ secret; restart with both accepted (comma-separated):
     STRIPE_WEBHOOK_SECRET=$local_secret,<listen secret> make dev
 
-  The processor is not fed from SQS locally; invoke it with an SQS event:
-    cargo lambda invoke processor --invoke-port $DEV_PORT --data-file <sqs-event.json>
+  Poller:             event queue -> $poller_line;
+                      batches of up to 10 or 1 s, a failed message is retried after the queue's
+                      visibility timeout (200 s) and dead-lettered after 5 receives
+  Send a signed fixture (offline \`stripe trigger\`):
+    $cli_shown send invoice.paid
+  What became of it, and the dead-letter queue:
+    $cli_shown --env-file .local/dev.env status <evt_id>
+    $cli_shown --env-file .local/dev.env dlq list
 
 EOF
 
@@ -103,4 +141,21 @@ EOF
 # (the short forms are -A/-P).
 setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$DEV_PORT" --env-file "$env_file" &
 watch_pid=$!
-wait "$watch_pid"
+
+# The poller gets the same environment as the functions (queue URL, tables, emulator endpoints), and
+# its own process group so a TERM reaches only it. With --invoke it first waits for cargo lambda watch
+# to build the processor, so no message is taken before it can be processed.
+if [[ $DEV_POLLER != off ]]; then
+  poll_target=()
+  [[ $DEV_POLLER == invoke ]] && poll_target=(--invoke "http://127.0.0.1:$DEV_PORT")
+  # shellcheck disable=SC2086 # DEV_POLL_ARGS is a list of options
+  setsid "$cli" --env-file "$env_file" poll "${poll_target[@]}" $DEV_POLL_ARGS &
+  poller_pid=$!
+fi
+
+# Whichever stops first (a crash, a failed start) ends the session; cleanup stops the other.
+if [[ -n $poller_pid ]]; then
+  wait -n "$watch_pid" "$poller_pid"
+else
+  wait "$watch_pid"
+fi

@@ -368,19 +368,19 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    if let Some(path) = cli.env_file.clone() {
+    // --env-file is read before clap parses, so its variables can satisfy required arguments; set
+    // while no other thread exists.
+    if let Some(path) = settings::env_file_arg(std::env::args_os().skip(1)) {
         match settings::read_env_file(&path) {
             Ok(vars) => {
-                // Before any thread exists; then parse again so the variables reach clap's defaults.
                 for (key, value) in vars {
                     std::env::set_var(key, value);
                 }
-                cli = Cli::parse();
             }
             Err(error) => return fail(&CliError::from(error)),
         }
     }
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

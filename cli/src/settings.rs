@@ -82,6 +82,25 @@ fn parse_env(text: &str) -> Result<Vec<(String, String)>, usize> {
     Ok(vars)
 }
 
+/// The value of `--env-file PATH` or `--env-file=PATH` among `args`, wherever it stands (it is a
+/// global option), before `--`.
+pub fn env_file_arg(args: impl IntoIterator<Item = std::ffi::OsString>) -> Option<PathBuf> {
+    let mut args = args.into_iter();
+    let mut found = None;
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str() else { continue };
+        if text == "--" {
+            break;
+        }
+        if text == "--env-file" {
+            found = args.next().map(PathBuf::from);
+        } else if let Some(path) = text.strip_prefix("--env-file=") {
+            found = Some(PathBuf::from(path));
+        }
+    }
+    found
+}
+
 /// Unix seconds for `--since` / `--until`: a duration back from `now` (`7d`, `36h`, `90m`), a date
 /// (`2026-11-20`, midnight UTC), an RFC 3339 time, or unix seconds.
 pub fn parse_time(text: &str, now: SystemTime) -> Result<u64, SettingsError> {
@@ -141,6 +160,25 @@ mod tests {
         );
         assert_eq!(parse_env("A=1\nnot a line\n"), Err(2));
         assert_eq!(parse_env("BAD KEY=1"), Err(1));
+    }
+
+    #[test]
+    fn the_env_file_option_is_found_wherever_it_stands() {
+        let args = |list: &[&str]| {
+            list.iter()
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            env_file_arg(args(&["--env-file", "a.env", "status", "evt_1"])),
+            Some(PathBuf::from("a.env"))
+        );
+        assert_eq!(
+            env_file_arg(args(&["dlq", "list", "--env-file=b.env"])),
+            Some(PathBuf::from("b.env"))
+        );
+        assert_eq!(env_file_arg(args(&["send", "--", "--env-file"])), None);
+        assert_eq!(env_file_arg(args(&["status", "evt_1"])), None);
     }
 
     #[test]
