@@ -544,3 +544,120 @@ async fn an_unparseable_message_fails_alone_and_the_rest_of_its_batch_is_handled
     ];
     assert_eq!(process_batch(&app, batch).await, ["garbage", "not-json"]);
 }
+
+/// A stand-in for Stripe's API serving one subscription, failing the first `failures` requests with
+/// 503 (then 429 with Retry-After would be the same path). Returns (base URL, request counter).
+async fn fake_stripe_subscription(
+    subscription: serde_json::Value,
+    failures: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    let path = format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap());
+    let body = subscription.to_string();
+    let base = stub_server(move |method, requested, _| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        if n < failures {
+            return (503, r#"{"error":{"message":"try again"}}"#.to_owned());
+        }
+        if method == "GET" && requested == path {
+            (200, body.clone())
+        } else {
+            (404, r#"{"error":{"message":"no such object"}}"#.to_owned())
+        }
+    })
+    .await;
+    (base, requests)
+}
+
+#[tokio::test]
+async fn a_thin_event_is_fetched_through_failures_and_applied_once() {
+    let resources = Resources::create();
+    let history = customer_history(
+        &format!("thin{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        false,
+    );
+    let snapshot: serde_json::Value = serde_json::from_slice(&history.events[3]).unwrap();
+    let subscription = snapshot["data"]["object"].clone();
+    // GIVEN Stripe's API failing twice before it answers
+    let (base, requests) = fake_stripe_subscription(subscription.clone(), 2).await;
+    let app = processor_app_with_stripe(&resources, None, Some(&base)).await;
+    let thin = serde_json::json!({
+        "id": "evt_thin_1", "object": "v2.core.event", "type": "v1.customer.subscription.updated",
+        "livemode": false, "created": "2027-01-15T08:00:00.000Z",
+        "related_object": {"id": subscription["id"], "type": "subscription",
+                           "url": format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap())},
+    });
+    let body = serde_json::to_vec(&thin).unwrap();
+    // WHEN it arrives by webhook and by EventBridge
+    let batch = vec![
+        message("thin-webhook", &body),
+        message(
+            "thin-eventbridge",
+            &eventbridge(&body, "v1.customer.subscription.updated"),
+        ),
+    ];
+    process_until_done(&app, batch).await;
+    // THEN the fetched subscription is the state, written once (the first fetches failed and were retried)
+    let sub = billing::subscription(&app.billing, &history.customer, &history.subscription)
+        .await
+        .unwrap()
+        .expect("subscription written");
+    assert_eq!(sub.plan.as_deref(), Some("price_pro"));
+    assert!(sub.cancel_at_period_end);
+    assert!(requests.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    let state = billing_state(&resources).await;
+    assert!(
+        state.values().any(|v| v.contains("evt_thin_1")),
+        "versioned by the thin event"
+    );
+}
+
+#[tokio::test]
+async fn without_an_api_key_a_thin_event_fails_its_message_and_is_not_lost() {
+    let resources = Resources::create();
+    let app = processor_app(&resources, None).await;
+    let thin = br#"{"id":"evt_thin_2","object":"v2.core.event","type":"v1.invoice.paid","created":"2027-01-15T08:00:00Z","related_object":{"id":"in_1","type":"invoice","url":"/v1/invoices/in_1"}}"#;
+    let good = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    assert_eq!(
+        process_batch(&app, vec![message("thin", thin), message("good", &good)]).await,
+        ["thin"]
+    );
+}
+
+#[tokio::test]
+async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
+    let resources = Resources::create();
+    let history = customer_history(
+        &format!("refe{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        false,
+    );
+    // Stripe's current state: canceled (the deletion already happened)...
+    let mut current: serde_json::Value =
+        serde_json::from_slice::<serde_json::Value>(history.events.last().unwrap()).unwrap()
+            ["data"]["object"]
+            .clone();
+    current["status"] = "canceled".into();
+    let (base, _) = fake_stripe_subscription(current, 0).await;
+    let app = processor_app_with_stripe(&resources, None, Some(&base)).await;
+    // ...while the only event delivered so far is the old `created` one, whose snapshot says active.
+    assert!(
+        process_batch(&app, vec![message("created", &history.events[0])])
+            .await
+            .is_empty()
+    );
+    let sub = billing::subscription(&app.billing, &history.customer, &history.subscription)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sub.status, "canceled",
+        "the refetched object, not the stale snapshot"
+    );
+}

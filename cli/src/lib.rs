@@ -36,4 +36,4 @@ pub mod send;
 pub mod settings;
 pub mod sqs;
 pub mod status;
-pub mod stripe_api;
+pub use stripe_pipeline::stripe_api;

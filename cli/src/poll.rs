@@ -24,13 +24,7 @@ use aws_lambda_events::{
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use lambda_runtime::{Context, LambdaEvent};
 use stripe_pipeline::{
-    billing::DynamoBillingStore,
-    config::{ConfigError, ProcessorConfig},
-    dedup::DynamoDedupStore,
-    notify::{NotifyError, SlackNotifier},
-    queue::attribute,
-    secrets::{self, SecretsError},
-    telemetry::{error_chain, Metrics},
+    billing::DynamoBillingStore, dedup::DynamoDedupStore, queue::attribute, telemetry::error_chain,
 };
 use tokio::time::Instant;
 use tracing::{error, info, warn};
@@ -48,15 +42,9 @@ pub enum PollError {
     /// SQS failed.
     #[error(transparent)]
     Sqs(#[from] SqsError),
-    /// The processor's settings are missing or wrong.
+    /// The in-process processor could not start (settings, secrets, clients).
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The Slack webhook secret could not be read.
-    #[error(transparent)]
-    Secrets(#[from] SecretsError),
-    /// The Slack client could not be built.
-    #[error(transparent)]
-    Notify(#[from] NotifyError),
+    Init(#[from] processor::init::InitError),
     /// The HTTP client could not be built.
     #[error("could not build the HTTP client")]
     Client(#[source] reqwest::Error),
@@ -65,20 +53,9 @@ pub enum PollError {
     NotReady(String, Duration),
 }
 
-/// Builds the processor exactly as `functions/processor/src/main.rs` does, from the same variables.
+/// Builds the processor exactly as `functions/processor/src/main.rs` does (the same function).
 pub async fn in_process_app(aws: &aws_config::SdkConfig) -> Result<ProcessorApp, PollError> {
-    let config = ProcessorConfig::from_env()?;
-    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-    let slack = match secrets::resolve_slack(&config.slack, aws).await? {
-        Some(url) => Some(SlackNotifier::new(url)?),
-        None => None,
-    };
-    Ok(processor::handler::App {
-        bodies: DynamoDedupStore::for_reading(dynamodb.clone(), config.dedup_table),
-        billing: DynamoBillingStore::new(dynamodb, config.billing_table),
-        slack,
-        metrics: Metrics::new(config.metrics_namespace, "processor"),
-    })
+    Ok(processor::init::app(aws).await?)
 }
 
 /// Who processes the batches.

@@ -36,6 +36,14 @@ pub const BILLING_TABLE_NAME: &str = "BILLING_TABLE_NAME";
 pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
 /// ARN of a Secrets Manager secret holding the Slack incoming-webhook URL (deployed).
 pub const SLACK_WEBHOOK_SECRET_ARN: &str = "SLACK_WEBHOOK_SECRET_ARN";
+/// A Stripe API key (local runs): turns on refetching and thin-event fetching in the processor.
+pub const STRIPE_API_KEY: &str = "STRIPE_API_KEY";
+/// ARN of a Secrets Manager secret holding a Stripe API key (deployed).
+pub const STRIPE_API_KEY_SECRET_ARN: &str = "STRIPE_API_KEY_SECRET_ARN";
+/// Stripe's API base URL (a local fake in tests).
+pub const STRIPE_API_BASE: &str = "STRIPE_API_BASE";
+/// Stripe's API.
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 /// CloudWatch namespace of the EMF metrics.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 
@@ -105,26 +113,27 @@ pub struct ReceiverConfig {
     pub metrics_namespace: String,
 }
 
-/// Where the Slack webhook URL comes from, if notifications are on.
+/// An optional credential (the Slack webhook URL, a Stripe API key): off, given directly in the
+/// environment (local runs), or the ARN of a Secrets Manager secret (deployed).
 #[derive(Clone, PartialEq, Eq)]
-pub enum SlackSource {
-    /// Notifications are only logged.
+pub enum OptionalSecret {
+    /// Not configured: the feature is off.
     Off,
-    /// Given directly (`SLACK_WEBHOOK_URL`).
-    Url(String),
-    /// Fetched once at cold start (`SLACK_WEBHOOK_SECRET_ARN`).
+    /// Given directly.
+    Value(String),
+    /// Fetched once at cold start.
     SecretsManager {
         /// The secret's ARN or name.
         arn: String,
     },
 }
 
-impl std::fmt::Debug for SlackSource {
-    /// The webhook URL is a credential: never shown.
+impl std::fmt::Debug for OptionalSecret {
+    /// The value is a credential: never shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Off => f.write_str("Off"),
-            Self::Url(_) => f.write_str("Url([redacted])"),
+            Self::Value(_) => f.write_str("Value([redacted])"),
             Self::SecretsManager { arn } => write!(f, "SecretsManager({arn})"),
         }
     }
@@ -138,7 +147,11 @@ pub struct ProcessorConfig {
     /// Billing table name.
     pub billing_table: String,
     /// Slack notifications.
-    pub slack: SlackSource,
+    pub slack: OptionalSecret,
+    /// Stripe API key for refetching objects and fetching thin events; `Off` without one.
+    pub stripe_api_key: OptionalSecret,
+    /// Stripe's API base URL.
+    pub stripe_api_base: String,
     /// EMF namespace.
     pub metrics_namespace: String,
 }
@@ -236,14 +249,29 @@ impl ProcessorConfig {
                     reason: "set either it or SLACK_WEBHOOK_SECRET_ARN, not both",
                 })
             }
-            (Some(url), None) => SlackSource::Url(url),
-            (None, Some(arn)) => SlackSource::SecretsManager { arn },
-            (None, None) => SlackSource::Off,
+            (Some(url), None) => OptionalSecret::Value(url),
+            (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
+            (None, None) => OptionalSecret::Off,
+        };
+        let stripe_api_key = match (env.get(STRIPE_API_KEY), env.get(STRIPE_API_KEY_SECRET_ARN)) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: STRIPE_API_KEY,
+                    reason: "set either it or STRIPE_API_KEY_SECRET_ARN, not both",
+                })
+            }
+            (Some(key), None) => OptionalSecret::Value(key),
+            (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
+            (None, None) => OptionalSecret::Off,
         };
         Ok(Self {
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             billing_table: env.require(BILLING_TABLE_NAME)?,
             slack,
+            stripe_api_key,
+            stripe_api_base: env
+                .get(STRIPE_API_BASE)
+                .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned()),
             metrics_namespace: env
                 .get(METRICS_NAMESPACE)
                 .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),

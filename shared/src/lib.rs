@@ -20,6 +20,7 @@
 //! | [`billing`] | billing state: exactly-once, order-safe writes and the read API (`entitlement`) |
 //! | [`notify`] | Slack notifications |
 //! | [`money`] | minor-unit amounts and their formatting |
+//! | [`stripe_api`] | reading Stripe's API (events, objects) under a rate limit, with retries |
 //! | [`config`] | every environment variable, read once at cold start |
 //! | [`secrets`] | the signing secrets from Secrets Manager |
 //! | [`telemetry`] | JSON logs, outcomes, EMF metrics |
@@ -41,6 +42,7 @@ pub mod objects;
 pub mod queue;
 pub mod secrets;
 pub mod signature;
+pub mod stripe_api;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

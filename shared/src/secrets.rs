@@ -9,7 +9,7 @@ use aws_sdk_secretsmanager::{
 };
 
 use crate::{
-    config::{SecretSource, SlackSource},
+    config::{OptionalSecret, SecretSource},
     signature::{SignatureError, SigningSecret},
 };
 
@@ -55,15 +55,15 @@ pub async fn fetch_string(client: &Client, arn: &str) -> Result<String, SecretsE
     Ok(value.trim().to_owned())
 }
 
-/// The Slack webhook URL, if notifications are on.
-pub async fn resolve_slack(
-    source: &SlackSource,
+/// The value of an optional credential, fetched from Secrets Manager when it names an ARN.
+pub async fn resolve_optional(
+    source: &OptionalSecret,
     sdk_config: &aws_config::SdkConfig,
 ) -> Result<Option<String>, SecretsError> {
     match source {
-        SlackSource::Off => Ok(None),
-        SlackSource::Url(url) => Ok(Some(url.clone())),
-        SlackSource::SecretsManager { arn } => {
+        OptionalSecret::Off => Ok(None),
+        OptionalSecret::Value(url) => Ok(Some(url.clone())),
+        OptionalSecret::SecretsManager { arn } => {
             Ok(Some(fetch_string(&Client::new(sdk_config), arn).await?))
         }
     }

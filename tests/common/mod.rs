@@ -336,7 +336,29 @@ pub type ProcessorApp =
 
 /// A processor wired as `main.rs` wires it, Slack pointed at `slack_url` if given.
 pub async fn processor_app(resources: &Resources, slack_url: Option<&str>) -> ProcessorApp {
+    processor_app_with_stripe(resources, slack_url, None).await
+}
+
+/// The same, with Stripe's API at `stripe_base` (refetch mode and thin events on).
+pub async fn processor_app_with_stripe(
+    resources: &Resources,
+    slack_url: Option<&str>,
+    stripe_base: Option<&str>,
+) -> ProcessorApp {
     let client = dynamodb(&dynamodb_endpoint()).await;
+    let stripe = stripe_base.map(|base| {
+        stripe_pipeline::stripe_api::StripeApi::new(
+            base,
+            stripe_pipeline::stripe_api::ApiKey::new("sk_test_integration").expect("key"),
+            1000.0,
+            stripe_pipeline::stripe_api::RetryPolicy {
+                max_retries: 3,
+                base_delay: Duration::from_millis(20),
+                max_delay: Duration::from_millis(100),
+            },
+        )
+        .expect("stripe api client")
+    });
     processor::handler::App {
         bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
         billing: stripe_pipeline::billing::DynamoBillingStore::new(
@@ -345,6 +367,7 @@ pub async fn processor_app(resources: &Resources, slack_url: Option<&str>) -> Pr
         ),
         slack: slack_url
             .map(|url| stripe_pipeline::notify::SlackNotifier::new(url).expect("slack notifier")),
+        stripe,
         metrics: Metrics::new("IntegrationTest", "processor"),
     }
 }
@@ -432,6 +455,68 @@ pub async fn billing_state(
     }
 }
 
+/// A one-route-per-closure HTTP/1.1 server on a free local port, for the services tests stand in for
+/// (Slack, Stripe's API). `respond(method, path, body)` gives the status and body to answer.
+pub async fn stub_server<F>(respond: F) -> String
+where
+    F: Fn(&str, &str, String) -> (u16, String) + Send + Sync + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind stub");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let respond = std::sync::Arc::new(respond);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let respond = respond.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buffer).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buffer.len() >= end + 4 + length {
+                        let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length])
+                            .into_owned();
+                        break (text[..end].to_owned(), body);
+                    }
+                };
+                let mut request_line = head.lines().next().unwrap_or_default().split(' ');
+                let method = request_line.next().unwrap_or_default().to_owned();
+                let path = request_line.next().unwrap_or_default().to_owned();
+                let (code, reply) = respond(&method, &path, body);
+                let response = format!(
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
 /// A stand-in for a Slack incoming webhook: records each message it accepts, answers with a status
 /// the test sets (500 to play "Slack is down").
 pub struct SlackSink {
@@ -443,64 +528,19 @@ pub struct SlackSink {
 impl SlackSink {
     pub async fn start() -> Self {
         use std::sync::{atomic::AtomicU16, Arc, Mutex};
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind sink");
-        let url = format!(
-            "http://{}/services/T000/B000/XXXX",
-            listener.local_addr().expect("addr")
-        );
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
         let (r, s) = (received.clone(), status.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let (r, s) = (r.clone(), s.clone());
-                tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    let body = loop {
-                        let Ok(n) = socket.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buffer.extend_from_slice(&chunk[..n]);
-                        let text = String::from_utf8_lossy(&buffer).into_owned();
-                        let Some(end) = text.find("\r\n\r\n") else {
-                            continue;
-                        };
-                        let length = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (name, value) = l.split_once(':')?;
-                                name.eq_ignore_ascii_case("content-length")
-                                    .then(|| value.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if buffer.len() >= end + 4 + length {
-                            break String::from_utf8_lossy(&buffer[end + 4..end + 4 + length])
-                                .into_owned();
-                        }
-                    };
-                    let code = s.load(std::sync::atomic::Ordering::SeqCst);
-                    if code == 200 {
-                        r.lock().expect("sink").push(body);
-                    }
-                    let reply = format!(
-                        "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    );
-                    let _ = socket.write_all(reply.as_bytes()).await;
-                });
+        let base = stub_server(move |_, _, body| {
+            let code = s.load(std::sync::atomic::Ordering::SeqCst);
+            if code == 200 {
+                r.lock().expect("sink").push(body);
             }
-        });
+            (code, "ok".to_owned())
+        })
+        .await;
         Self {
-            url,
+            url: format!("{base}/services/T000/B000/XXXX"),
             received,
             status,
         }

@@ -161,6 +161,7 @@ pub fn processor_app(
         bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
         billing: DynamoBillingStore::new(client, &resources.billing_table),
         slack: slack_url.map(SlackNotifier::new).transpose()?,
+        stripe: None,
         metrics: Metrics::new("Bench", "processor"),
     })
 }

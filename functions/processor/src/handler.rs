@@ -22,6 +22,7 @@ use stripe_pipeline::{
     notify::{NotifyError, SlackNotifier},
     queue::{attribute, MessageBody, QueueError, QueueMessage},
     signature::unix_now,
+    stripe_api::{StripeApi, StripeApiError},
     telemetry::{error_chain, Metrics, Outcome},
 };
 use tracing::{error, info, Instrument};
@@ -35,6 +36,9 @@ pub struct App<S, B> {
     pub billing: B,
     /// Slack, if configured; otherwise notifications are only logged.
     pub slack: Option<SlackNotifier>,
+    /// Stripe's API, if a key is configured: ordering-sensitive objects are re-fetched before their
+    /// handler runs, and thin events are fetched. Without it thin events cannot be handled.
+    pub stripe: Option<StripeApi>,
     /// EMF metrics.
     pub metrics: Metrics,
 }
@@ -63,9 +67,12 @@ pub enum ProcessError {
     /// A notification could not be sent.
     #[error("notification failed")]
     Notify(#[from] NotifyError),
-    /// A thin event arrived, but no Stripe API access is configured to fetch what it points at.
-    #[error("thin event {0} needs the Stripe API to be fetched")]
+    /// A thin event arrived, but no Stripe API key is configured, or it points at nothing.
+    #[error("thin event {0} cannot be fetched (no STRIPE_API_KEY, or no related object)")]
     ThinEventNotFetched(String),
+    /// Stripe's API did not answer (after its own retries): the message is retried.
+    #[error("Stripe API fetch failed")]
+    Fetch(#[from] StripeApiError),
 }
 
 impl ProcessError {
@@ -77,6 +84,7 @@ impl ProcessError {
             Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
             Self::Notify(_) => "notification_failed",
             Self::ThinEventNotFetched(_) => "thin_event_not_fetched",
+            Self::Fetch(_) => "stripe_api_unavailable",
         }
     }
 }
@@ -235,9 +243,46 @@ async fn read_event<S: DedupStore, B: BillingStore>(
         MessageBody::Stashed(stashed) => app.bodies.fetch_body(&stashed).await?,
     };
     match parse_delivery(&bytes)? {
-        Delivery::Snapshot { event, .. } => Ok(event),
-        Delivery::Thin { event, .. } => Err(ProcessError::ThinEventNotFetched(event.id)),
+        Delivery::Snapshot { event, .. } => match &app.stripe {
+            Some(stripe) => refetch(stripe, event).await,
+            None => Ok(event),
+        },
+        Delivery::Thin { event, .. } => {
+            let Some(stripe) = &app.stripe else {
+                return Err(ProcessError::ThinEventNotFetched(event.id));
+            };
+            let Some(related) = &event.related_object else {
+                return Err(ProcessError::ThinEventNotFetched(event.id));
+            };
+            let object = stripe.object(&related.url).await?;
+            Ok(event.into_snapshot(object)?)
+        }
     }
+}
+
+/// Refetch mode: the objects whose state depends on delivery order (subscriptions, invoices) are read
+/// from Stripe as they are now, so a handler never writes a stale snapshot even when events arrive
+/// out of order. The event's own version still orders the write.
+async fn refetch(stripe: &StripeApi, mut event: StripeEvent) -> Result<StripeEvent, ProcessError> {
+    use stripe_pipeline::event::EventType::*;
+    let kind = match event.event_type {
+        CustomerSubscriptionCreated | CustomerSubscriptionUpdated | CustomerSubscriptionDeleted => {
+            "subscriptions"
+        }
+        InvoicePaid | InvoicePaymentSucceeded | InvoicePaymentFailed | InvoiceFinalized => {
+            "invoices"
+        }
+        _ => return Ok(event),
+    };
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let Id { id } = event.object()?;
+    let current = stripe.object(&format!("/v1/{kind}/{id}")).await?;
+    event.data.object =
+        serde_json::value::RawValue::from_string(current).map_err(EventError::NotAnEvent)?;
+    Ok(event)
 }
 
 fn message_attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
@@ -274,6 +319,7 @@ mod tests {
             bodies: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             billing: MemoryBillingStore::new(),
             slack: None,
+            stripe: None,
             metrics: Metrics::new("Test", "processor"),
         }
     }

@@ -1,5 +1,6 @@
-//! Stripe's events API: `GET /v1/events` page by page and `GET /v1/events/{id}`, under a request rate
-//! limit, obeying 429 and `Retry-After`, retrying 5xx and dropped connections with backoff.
+//! Reading Stripe's API: `GET /v1/events` page by page, `GET /v1/events/{id}` (the CLI's backfill and
+//! replay), and any object by its API path (the processor's refetch and thin events), under a request
+//! rate limit, obeying 429 and `Retry-After`, retrying 5xx and dropped connections with backoff.
 //!
 //! Events come back as the raw JSON Stripe sent (a [`RawEvent`]), never re-serialized: the same bytes
 //! go onto the queue, as with a webhook delivery.
@@ -12,10 +13,10 @@ use std::{
     time::Duration,
 };
 
+use crate::event::{EventEnvelope, EventError};
 use reqwest::{header::HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use stripe_pipeline::event::{EventEnvelope, EventError};
 use tokio::{sync::Mutex, time::Instant};
 use tracing::warn;
 
@@ -339,6 +340,22 @@ impl StripeApi {
         }
         let body = self.get(&format!("/v1/events/{id}"), &[]).await?;
         RawEvent::parse(serde_json::from_slice(&body).map_err(StripeApiError::Malformed)?)
+    }
+
+    /// An object by its API path (`/v1/subscriptions/sub_1`, a thin event's `related_object.url`), as
+    /// raw JSON. Only Stripe API paths of plain segments are fetched, so a path from a message can
+    /// never point the key at another host.
+    pub async fn object(&self, path: &str) -> Result<String, StripeApiError> {
+        let safe = (path.starts_with("/v1/") || path.starts_with("/v2/"))
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'.'))
+            && !path.contains("..");
+        if !safe {
+            return Err(StripeApiError::NotFound);
+        }
+        let body = self.get(path, &[]).await?;
+        String::from_utf8(body).map_err(|_| StripeApiError::NotFound)
     }
 
     /// What the client has done so far.
