@@ -7,8 +7,8 @@
 #   verify     criterion benches (shared/benches/signature.rs) + stripe-python + stripe-node timings
 #   load       the receiver under load (Rust under cargo lambda watch, Flask/gunicorn, Express)
 #   coldstart  init time of each function against a local Runtime API, next to a hello-world binary
-#   size       release arm64 zips (cargo lambda build --release --arm64 --output-format zip)
 #   cost       DynamoDB/SQS requests and sizes per event, priced per million events
+#   size       release arm64 zips (cargo lambda build --release --arm64 --output-format zip)
 # Knobs: BENCH_LOAD_EVENTS (unique events per receiver, 3000), BENCH_CONCURRENCY (16),
 # BENCH_OUTPUT (BENCHMARKS.md).
 set -euo pipefail
@@ -16,7 +16,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${STRIPE_PIPELINE_CACHE:-$HOME/.cache/stripe-webhook-pipeline}
 VENV=${STRIPE_PIPELINE_VENV:-$CACHE/venv}
-STAGES=${BENCH_STAGES:-verify load coldstart size cost}
+STAGES=${BENCH_STAGES:-verify load coldstart cost size}
 OUTPUT=${BENCH_OUTPUT:-$ROOT/BENCHMARKS.md}
 cd "$ROOT"
 
@@ -96,6 +96,14 @@ if has_stage coldstart; then
     --json "$RESULTS/coldstart.json"
 fi
 
+if has_stage cost; then
+  bash infra/emulators.sh start
+  eval "$(bash infra/emulators.sh env)"
+  say "cost: requests and item sizes per event, through a counting proxy"
+  # stdout is what the functions log (JSON lines and EMF metrics): its size per event is priced too.
+  "$TARGET/release/bench-driver" cost --results "$RESULTS" --customers 100 >"$RESULTS/cost-logs.txt"
+fi
+
 if has_stage size; then
   say "size: cargo lambda build --release --arm64 --output-format zip"
   if cargo lambda build --release --arm64 --output-format zip \
@@ -113,14 +121,6 @@ PY
   else
     say "size: arm64 build failed (see $RESULTS/size-build.log)"
   fi
-fi
-
-if has_stage cost; then
-  bash infra/emulators.sh start
-  eval "$(bash infra/emulators.sh env)"
-  say "cost: requests and item sizes per event, through a counting proxy"
-  # stdout is what the functions log (JSON lines and EMF metrics): its size per event is priced too.
-  "$TARGET/release/bench-driver" cost --results "$RESULTS" --customers 100 >"$RESULTS/cost-logs.txt"
 fi
 
 python3 bench/report.py "$RESULTS" "$OUTPUT"
