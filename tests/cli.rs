@@ -637,3 +637,139 @@ async fn send_posts_signed_fixtures_that_the_receiver_enqueues_once() {
     let refused = send::send(&http, &forged, &events[..1]).await;
     assert_eq!(refused[0].status, Some(401));
 }
+
+#[tokio::test]
+async fn batches_hold_at_most_batch_size_messages_and_wait_at_most_the_window() {
+    let resources = Resources::create();
+    put_messages(&resources.event_queue_url, 5).await;
+    let settings = PollSettings {
+        batch_size: 3,
+        batching_window: Duration::from_millis(400),
+        wait_secs: 1,
+        visibility_timeout_secs: None,
+    };
+    let poller = poller(&resources, None, settings).await;
+    let full = poller.poll_once().await.unwrap().unwrap();
+    assert_eq!((full.received, full.succeeded), (3, 3));
+    // Two left: the batch cannot fill, so it goes when the window has passed.
+    let started = std::time::Instant::now();
+    let partial = poller.poll_once().await.unwrap().unwrap();
+    assert_eq!((partial.received, partial.succeeded), (2, 2));
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(poller.poll_once().await.unwrap().is_none());
+}
+
+/// Lambda's Invoke API in front of the processor's `handle`, as `cargo lambda watch` serves it, or
+/// answering every invocation with a function error when `failing`.
+async fn invoke_endpoint(
+    app: ProcessorApp,
+    failing: bool,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = Arc::new(app);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let app = app.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let app = app.clone();
+                        async move {
+                            assert_eq!(
+                                request.uri().path(),
+                                "/2015-03-31/functions/processor/invocations"
+                            );
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let event: aws_lambda_events::event::sqs::SqsEvent =
+                                serde_json::from_slice(&body).unwrap();
+                            let answer = if failing && !event.records.is_empty() {
+                                serde_json::json!({"errorType": "Panic", "errorMessage": "boom"})
+                            } else {
+                                let response = processor::handler::handle(
+                                    &app,
+                                    lambda_runtime::LambdaEvent::new(
+                                        event,
+                                        lambda_runtime::Context::default(),
+                                    ),
+                                )
+                                .await
+                                .unwrap();
+                                serde_json::to_value(response).unwrap()
+                            };
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(answer.to_string())),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (base, task)
+}
+
+#[tokio::test]
+async fn an_invoked_processor_gets_the_batch_as_lambda_sends_it_and_a_function_error_fails_it_all()
+{
+    let resources = Resources::create();
+    let (store, queue) = (store(&resources).await, event_queue(&resources).await);
+    let id = unique_event_id();
+    let body = with_event_id(&fixture("invoice.paid"), &id);
+    let envelope = stripe_pipeline::event::EventEnvelope::parse(&body).unwrap();
+    intake::admit(&store, &queue, &envelope, &body, SQS_MAX)
+        .await
+        .unwrap();
+    let client = sqs(&sqs_endpoint()).await;
+    let settings = PollSettings {
+        visibility_timeout_secs: Some(0),
+        ..quick()
+    };
+
+    // A function error: the whole batch stays on the queue.
+    let (failing, failing_task) =
+        invoke_endpoint(processor_app(&resources, None).await, true).await;
+    let poller = Poller::new(
+        Queue::new(client.clone(), &resources.event_queue_url),
+        Target::invoke(&failing, "processor").unwrap(),
+        settings,
+        REGION,
+    )
+    .await
+    .unwrap();
+    poller
+        .wait_until_ready(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let report = poller.poll_once().await.unwrap().unwrap();
+    assert_eq!((report.received, report.succeeded), (1, 0));
+    assert!(report.batch_error.unwrap().contains("boom"));
+    failing_task.abort();
+
+    // Through the Invoke API the processor sees the message attributes and the body as SQS holds
+    // them, and applies the event.
+    let (working, working_task) =
+        invoke_endpoint(processor_app(&resources, None).await, false).await;
+    let poller = Poller::new(
+        Queue::new(client.clone(), &resources.event_queue_url),
+        Target::invoke(&working, "processor").unwrap(),
+        settings,
+        REGION,
+    )
+    .await
+    .unwrap();
+    let report = poller.poll_once().await.unwrap().unwrap();
+    assert_eq!((report.received, report.succeeded), (1, 1), "{report:?}");
+    let billing = processor_app(&resources, None).await.billing;
+    let known = status(&store, &billing, &id).await.unwrap();
+    assert_eq!(known.applied_type.as_deref(), Some("invoice.paid"));
+    assert_eq!(queue_depth(&client, &resources.event_queue_url).await, 0);
+    working_task.abort();
+}
