@@ -7,7 +7,7 @@
 //! | module | owns | subcommand |
 //! | --- | --- | --- |
 //! | [`send`] | signing fixture events and posting them to a receiver | `send` |
-//! | [`stripe_api`] | Stripe's events API: pages, rate limit, 429 / Retry-After, retries | — |
+//! | [`stripe_api`] | Stripe's API client (re-exported from the library, which the processor shares) | — |
 //! | [`backfill`] | events from the API through the receiver's dedup + enqueue path | `backfill` |
 //! | [`replay`] | one event from the API onto the queue, optionally bypassing dedup | `replay` |
 //! | [`dead_letters`] | listing, showing and redriving the dead-letter queue | `dlq` |

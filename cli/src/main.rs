@@ -292,10 +292,10 @@ struct FakeStripeArgs {
 #[derive(Debug, Args)]
 struct StripeArgs {
     /// A Secrets Manager secret holding the API key, instead of STRIPE_API_KEY.
-    #[arg(long, env = settings::STRIPE_API_KEY_SECRET_ARN)]
+    #[arg(long, env = config::STRIPE_API_KEY_SECRET_ARN)]
     api_key_secret_arn: Option<String>,
     /// Stripe's API.
-    #[arg(long, env = settings::STRIPE_API_BASE, default_value = settings::DEFAULT_STRIPE_API_BASE)]
+    #[arg(long, env = config::STRIPE_API_BASE, default_value = config::DEFAULT_STRIPE_API_BASE)]
     api_base: String,
     /// Most API requests per second (Stripe allows 100 in live mode, 25 in test mode, per account).
     #[arg(long, env = settings::STRIPE_API_MAX_RPS, default_value_t = settings::DEFAULT_STRIPE_API_MAX_RPS)]
@@ -474,7 +474,7 @@ impl IntakeArgs {
 
 impl StripeArgs {
     async fn api(&self, aws: &Aws) -> Result<StripeApi, CliError> {
-        let from_env = std::env::var(settings::STRIPE_API_KEY).ok();
+        let from_env = std::env::var(config::STRIPE_API_KEY).ok();
         let key = match (from_env.and_then(ApiKey::new), &self.api_key_secret_arn) {
             (Some(_), Some(_)) => return Err(CliError::TwoApiKeys),
             (Some(key), None) => key,

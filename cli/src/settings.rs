@@ -1,17 +1,12 @@
-//! The settings only the CLI reads, each variable named once here (the functions' variables are named
-//! in [`stripe_pipeline::config`] and read from there), `--env-file`, and `--since`.
+//! The settings only the CLI reads, each variable named once here (the functions' variables, the
+//! Stripe API key and base URL among them, are named in [`stripe_pipeline::config`] and read from
+//! there), `--env-file`, and `--since`.
 
 use std::{
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-/// A Stripe secret or restricted key that may read events (`rk_live_…` with *Events: read*).
-pub const STRIPE_API_KEY: &str = "STRIPE_API_KEY";
-/// A Secrets Manager secret holding that key instead (the stack's optional `StripeApiKeySecretArn`).
-pub const STRIPE_API_KEY_SECRET_ARN: &str = "STRIPE_API_KEY_SECRET_ARN";
-/// Where Stripe's API is; the tests and `fake-stripe` point it at a local fake.
-pub const STRIPE_API_BASE: &str = "STRIPE_API_BASE";
 /// Most Stripe API requests per second the CLI makes.
 pub const STRIPE_API_MAX_RPS: &str = "STRIPE_API_MAX_RPS";
 /// The dead-letter queue (`resources.py` and the stack output `DeadLetterQueueUrl`).
@@ -21,8 +16,6 @@ pub const WEBHOOK_URL: &str = "WEBHOOK_URL";
 /// The port `make dev` serves on.
 pub const DEV_PORT: &str = "DEV_PORT";
 
-/// Stripe's API.
-pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 /// Stripe allows 100 read requests per second in live mode and 25 in test mode, shared with everything
 /// else using the account's keys; a backfill needs one request per 100 events, so 10 costs no speed.
 pub const DEFAULT_STRIPE_API_MAX_RPS: f64 = 10.0;
