@@ -5,6 +5,7 @@ use serde::Serialize;
 use stripe_pipeline::{
     billing::{AttributesExt, BillingError, BillingStore, Key},
     dedup::{ClaimStatus, DedupError, DedupStore},
+    event::EventType,
     signature::unix_now,
 };
 
@@ -154,7 +155,13 @@ impl std::fmt::Display for EventStatus {
                     .map(|t| format!(" ({t})"))
                     .unwrap_or_default()
             ),
-            None => match self.intake {
+            None => match &self.intake {
+                // Types without a handler are acknowledged and counted, and leave no marker.
+                Intake::Enqueued { event_type, .. }
+                    if matches!(EventType::from(event_type.as_str()), EventType::Other(_)) =>
+                {
+                    format!("nothing to apply: the processor has no handler for {event_type} and only acknowledges it")
+                }
                 Intake::Enqueued { .. } => {
                     "not applied: still on the queue, failing (see the processor's logs), or in the dead-letter queue (`dlq show`)".to_owned()
                 }
@@ -173,5 +180,45 @@ impl std::fmt::Display for EventStatus {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enqueued(event_type: &str) -> EventStatus {
+        EventStatus {
+            event_id: "evt_1".to_owned(),
+            intake: Intake::Enqueued {
+                event_type: event_type.to_owned(),
+                expires_at: 1_800_000_000,
+            },
+            applied_at: None,
+            applied_type: None,
+            notifications: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unapplied_event_is_explained_by_whether_the_processor_handles_its_type() {
+        let handled = enqueued("invoice.paid").to_string();
+        assert!(
+            handled.contains("not applied: still on the queue"),
+            "{handled}"
+        );
+        let unhandled = enqueued("customer.created").to_string();
+        assert!(
+            unhandled.contains("no handler for customer.created"),
+            "{unhandled}"
+        );
+        let applied = EventStatus {
+            applied_at: Some(1_795_132_800),
+            applied_type: Some("invoice.paid".to_owned()),
+            ..enqueued("invoice.paid")
+        };
+        assert!(applied
+            .to_string()
+            .contains("applied at 2026-11-20T00:00:00Z (invoice.paid)"));
     }
 }
