@@ -6,6 +6,9 @@
 # cargo lambda watch --concurrency (one request at a time per instance, as Lambda), gunicorn sync
 # workers (the same model); Node serves everything from one process, as it would.
 #
+# The Rust receiver runs with --ignore-changes: an edit elsewhere in the tree must not rebuild and
+# restart it mid-run.
+#
 # Usage: bench/load.sh RESULTS_DIR      Knobs: BENCH_LOAD_EVENTS (3000), BENCH_CONCURRENCY (16),
 #                                       BENCH_WORKERS (4), BENCH_PORT (9310)
 set -euo pipefail
@@ -65,7 +68,7 @@ env_file=$RESULTS/rust.env
   echo "RUST_LOG=info"
 } >"$env_file"
 say "rust: cargo lambda watch --release --concurrency $WORKERS"
-setsid cargo lambda watch --release --concurrency "$WORKERS" --invoke-address 127.0.0.1 \
+setsid cargo lambda watch --release --ignore-changes --concurrency "$WORKERS" --invoke-address 127.0.0.1 \
   --invoke-port "$PORT" --env-file "$env_file" >"$RESULTS/rust-watch.log" 2>&1 &
 server_pid=$!
 url=http://127.0.0.1:$PORT/lambda-url/receiver/webhooks/stripe
