@@ -319,6 +319,38 @@ def cost_section():
     return lines
 
 
+def chaos_section():
+    lines = ["## Chaos", ""]
+    runs = [(m, RESULTS.parent / "chaos" / f"{m}.json") for m in ("full", "short")]
+    found = [(m, json.loads(p.read_text())) for m, p in runs if p.exists()]
+    lines += [
+        "`make chaos` (≥ 10 000 events) and `make chaos-short` (~1 000) are separate from `make bench`;",
+        "the last result on this machine, if any, is summarised here (`bench/driver/src/chaos.rs`).",
+        "",
+    ]
+    for mode, r in found:
+        lines += [
+            f"- **{mode}**: {'PASSED' if r['passed'] else 'FAILED'} — {r['events_sent']:,} events, "
+            f"{r['deliveries']:,} deliveries ({r['stripe_retries']} Stripe retries, "
+            f"{r['redeliveries_after_2xx']} redeliveries, {r['concurrent_duplicates']} concurrent duplicates), "
+            f"{r['faults']['total']} proxy faults, {r['faults']['processor_kills']} processor kills; lost "
+            f"{r['lost']}, doubled {r['doubled']}, customers off the in-order state "
+            f"{r['customers_not_in_reference_state']}, DLQ {r['dlq']['poison']}/{r['dlq']['poison_expected']} "
+            f"poison + {r['dlq']['other']} other, notifications missing {r['notifications']['missing']}, "
+            f"sent twice {r['notifications']['sent_twice']}.",
+        ]
+    lines += [
+        "",
+        "Known failure (processor, not yet fixed): `claim_notification` answers `false` both when the",
+        "notification was sent and when another delivery holds its `sending` lease. A delivery that finds",
+        "the lease held (after a kill, after a lost PutItem response retried by the SDK, or after a failed",
+        "release) reports success, the message is deleted, and the holder never sends: the Slack message",
+        "is lost and the item stays `sending`. Billing state is unaffected.",
+        "",
+    ]
+    return lines
+
+
 def main():
     machine = load("machine.json")
     lines = [
@@ -340,6 +372,7 @@ def main():
     lines += load_section()
     lines += coldstart_section()
     lines += cost_section()
+    lines += chaos_section()
     OUTPUT.write_text("\n".join(lines).rstrip() + "\n")
 
 
