@@ -14,7 +14,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
-    billing::{Applied, BillingError, BillingStore},
+    billing::{Applied, BillingError, BillingStore, NotifyClaim},
     dedup::{DedupError, DedupStore},
     delivery::{parse_delivery, Delivery},
     event::{EventError, StripeEvent},
@@ -70,6 +70,9 @@ pub enum ProcessError {
     /// A thin event arrived, but no Stripe API key is configured, or it points at nothing.
     #[error("thin event {0} cannot be fetched (no STRIPE_API_KEY, or no related object)")]
     ThinEventNotFetched(String),
+    /// Another delivery of the event holds the notification's claim; retried until it is sent.
+    #[error("notification is being sent by another delivery")]
+    NotificationInFlight,
     /// Stripe's API did not answer (after its own retries): the message is retried.
     #[error("Stripe API fetch failed")]
     Fetch(#[from] StripeApiError),
@@ -83,6 +86,7 @@ impl ProcessError {
             Self::Handler(HandlerError::Object(_)) => "unexpected_object",
             Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
             Self::Notify(_) => "notification_failed",
+            Self::NotificationInFlight => "notification_in_flight",
             Self::ThinEventNotFetched(_) => "thin_event_not_fetched",
             Self::Fetch(_) => "stripe_api_unavailable",
         }
@@ -211,12 +215,15 @@ async fn notify<S: DedupStore, B: BillingStore>(
         return Ok(false);
     };
     let channel = slack.channel(notification);
-    if !app
+    let token = format!("{:032x}", fastrand::u128(..));
+    match app
         .billing
-        .claim_notification(&event.id, &channel, now)
+        .claim_notification(&event.id, &channel, &token, now)
         .await?
     {
-        return Ok(false);
+        NotifyClaim::Claimed => {}
+        NotifyClaim::AlreadySent => return Ok(false),
+        NotifyClaim::HeldElsewhere => return Err(ProcessError::NotificationInFlight),
     }
     if let Err(err) = slack.send(notification).await {
         // Give the claim up so the retried message sends it; if this fails too, the lease runs out.

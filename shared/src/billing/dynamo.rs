@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::{
 
 use super::{
     apply_with, attr, marker_write, Applied, Attributes, BillingError, BillingStore, Change, Guard,
-    Key, Op, Value,
+    Key, NotifyClaim, Op, Value,
 };
 use crate::signature::unix_now;
 
@@ -298,10 +298,15 @@ impl BillingStore for DynamoBillingStore {
         &self,
         event_id: &str,
         channel: &str,
+        token: &str,
         now: i64,
-    ) -> Result<bool, BillingError> {
+    ) -> Result<NotifyClaim, BillingError> {
         let mut item = key_map(&Key::notification(event_id, channel));
         item.insert("status".to_owned(), AttributeValue::S("sending".to_owned()));
+        item.insert(
+            "claim_token".to_owned(),
+            AttributeValue::S(token.to_owned()),
+        );
         item.insert(
             "lease_until".to_owned(),
             AttributeValue::N((now + super::NOTIFY_LEASE_SECS).to_string()),
@@ -311,26 +316,45 @@ impl BillingStore for DynamoBillingStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
+            // Free: never claimed, our own claim (the SDK retried a put that had landed), or a
+            // sending claim whose holder's lease ran out.
             .condition_expression(
-                "attribute_not_exists(#pk) OR (#status = :sending AND #lease < :now)",
+                "attribute_not_exists(#pk) OR #token = :token \
+                 OR (#status = :sending AND #lease < :now)",
             )
             .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#token", "claim_token")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#lease", "lease_until")
+            .expression_attribute_values(":token", AttributeValue::S(token.to_owned()))
             .expression_attribute_values(":sending", AttributeValue::S("sending".to_owned()))
             .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        let Err(error) = result else {
+            return Ok(NotifyClaim::Claimed);
+        };
+        let Some(
+            aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+                failed,
+            ),
+        ) = error.as_service_error()
+        else {
+            return Err(unavailable(error));
+        };
+        let sent = failed
+            .item()
+            .and_then(|i| i.get("status"))
+            .and_then(|v| v.as_s().ok())
+            .is_some_and(|s| s == "sent");
+        Ok(if sent {
+            NotifyClaim::AlreadySent
+        } else {
+            NotifyClaim::HeldElsewhere
+        })
     }
 
     async fn finish_notification(
@@ -345,9 +369,10 @@ impl BillingStore for DynamoBillingStore {
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(key))
-                .update_expression("SET #status = :sent REMOVE #lease")
+                .update_expression("SET #status = :sent REMOVE #lease, #token")
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_names("#lease", "lease_until")
+                .expression_attribute_names("#token", "claim_token")
                 .expression_attribute_values(":sent", AttributeValue::S("sent".to_owned()))
                 .send()
                 .await

@@ -11,7 +11,7 @@ use std::{
 
 use super::{
     apply_with, attributes, marker_write, Applied, Attributes, BillingError, BillingStore, Change,
-    Guard, Key, Op, Value, Write,
+    Guard, Key, NotifyClaim, Op, Value, Write,
 };
 
 /// The billing table in a `BTreeMap`, with a switch to simulate DynamoDB being down.
@@ -139,27 +139,37 @@ impl BillingStore for MemoryBillingStore {
         &self,
         event_id: &str,
         channel: &str,
+        token: &str,
         now: i64,
-    ) -> Result<bool, BillingError> {
+    ) -> Result<NotifyClaim, BillingError> {
         let mut items = self.items()?;
         let key = Key::notification(event_id, channel);
-        let free = match items.get(&key) {
-            None => true,
+        let claim = match items.get(&key) {
+            None => NotifyClaim::Claimed,
+            Some(item) if matches!(item.get("status"), Some(Value::S(s)) if s == "sent") => {
+                NotifyClaim::AlreadySent
+            }
             Some(item) => {
-                matches!(item.get("status"), Some(Value::S(s)) if s == "sending")
-                    && matches!(item.get("lease_until"), Some(Value::N(l)) if *l < now)
+                let mine = matches!(item.get("claim_token"), Some(Value::S(t)) if t == token);
+                let expired = matches!(item.get("lease_until"), Some(Value::N(l)) if *l < now);
+                if mine || expired {
+                    NotifyClaim::Claimed
+                } else {
+                    NotifyClaim::HeldElsewhere
+                }
             }
         };
-        if free {
+        if claim == NotifyClaim::Claimed {
             items.insert(
                 key,
                 attributes([
                     ("status", Some("sending".into())),
+                    ("claim_token", Some(token.into())),
                     ("lease_until", Some((now + super::NOTIFY_LEASE_SECS).into())),
                 ]),
             );
         }
-        Ok(free)
+        Ok(claim)
     }
 
     async fn finish_notification(

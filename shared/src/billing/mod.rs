@@ -322,14 +322,15 @@ pub trait BillingStore: Send + Sync {
         pk: &str,
     ) -> impl Future<Output = Result<Vec<(String, Attributes)>, BillingError>> + Send;
 
-    /// Claims the sending of a notification: `false` if it was sent, or another delivery of the same
-    /// event is sending it right now (its lease, [`NOTIFY_LEASE_SECS`], has not run out).
+    /// Claims the sending of a notification for one delivery (`token` identifies it, so a retried
+    /// request recognises its own claim).
     fn claim_notification(
         &self,
         event_id: &str,
         channel: &str,
+        token: &str,
         now: i64,
-    ) -> impl Future<Output = Result<bool, BillingError>> + Send;
+    ) -> impl Future<Output = Result<NotifyClaim, BillingError>> + Send;
 
     /// Ends a claim: records the notification as sent, or (`sent == false`) gives the claim up so the
     /// retried message can send it.
@@ -339,6 +340,19 @@ pub trait BillingStore: Send + Sync {
         channel: &str,
         sent: bool,
     ) -> impl Future<Output = Result<(), BillingError>> + Send;
+}
+
+/// The result of claiming a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyClaim {
+    /// This delivery sends it.
+    Claimed,
+    /// It was sent already.
+    AlreadySent,
+    /// Another delivery holds the claim (sending now, or it died and the lease has not run out). The
+    /// message must fail so SQS brings it back: acknowledging it would lose the notification if that
+    /// other delivery never sends.
+    HeldElsewhere,
 }
 
 /// How long a notification claim blocks other deliveries of the same event: longer than a send (5 s
