@@ -24,6 +24,22 @@ async fn through_the_queue(
     drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await
 }
 
+/// The reference a test compares with: each event applied once, in order, on its own tables, with
+/// its own Slack sink.
+async fn applied_once_in_order(events: &[Vec<u8>]) -> (Resources, SlackSink) {
+    let once = Resources::create();
+    let once_slack = SlackSink::start().await;
+    let once_app = processor_app(&once, Some(&once_slack.url)).await;
+    for (i, body) in events.iter().enumerate() {
+        assert!(
+            process_batch(&once_app, vec![message(&format!("o{i}"), body)])
+                .await
+                .is_empty()
+        );
+    }
+    (once, once_slack)
+}
+
 #[tokio::test]
 async fn every_fixture_through_receiver_queue_and_processor_gives_the_documented_state() {
     let resources = Resources::create();
@@ -83,13 +99,7 @@ async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_on
         .enumerate()
         .map(|(i, body)| message(&format!("m{i}"), body))
         .collect();
-    // Reference: everything once, on its own table.
-    let once = Resources::create();
-    let once_slack = SlackSink::start().await;
-    let once_app = processor_app(&once, Some(&once_slack.url)).await;
-    for m in &messages {
-        assert!(process_batch(&once_app, vec![m.clone()]).await.is_empty());
-    }
+    let (once, once_slack) = applied_once_in_order(&history.events).await;
     // GIVEN each message delivered twice in one batch, then the whole batch redelivered
     // (a copy gets its own message id, as SQS gives a redelivered duplicate). Messages processed
     // concurrently may conflict and fail; SQS redelivers those, as here.
@@ -106,6 +116,7 @@ async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_on
     // THEN the state equals applying each event once, and nothing was notified twice
     assert_eq!(billing_state(&resources).await, billing_state(&once).await);
     assert_eq!(slack.texts().len(), notified);
+    assert_eq!(slack.texts(), once_slack.texts());
     assert_eq!(
         notified, 1,
         "only the failed renewal notifies in this history"
@@ -507,16 +518,7 @@ async fn the_same_event_through_both_ingresses_applies_its_effects_once() {
     fastrand::shuffle(&mut all);
     process_until_done(&app, all).await;
     // THEN the state and notifications are those of each event applied once
-    let once = Resources::create();
-    let once_slack = SlackSink::start().await;
-    let once_app = processor_app(&once, Some(&once_slack.url)).await;
-    for (i, body) in history.events.iter().enumerate() {
-        assert!(
-            process_batch(&once_app, vec![message(&format!("o{i}"), body)])
-                .await
-                .is_empty()
-        );
-    }
+    let (once, once_slack) = applied_once_in_order(&history.events).await;
     assert_eq!(billing_state(&resources).await, billing_state(&once).await);
     assert_eq!(slack.texts(), once_slack.texts());
     assert_eq!(
