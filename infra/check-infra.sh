@@ -6,6 +6,8 @@
 #   2. sam validate --lint       the SAM transform itself, then cfn-lint on the result
 #   3. checkov                   0 failed checks, 0 parsing errors, and every skipped check carries a
 #                                reason (Metadata: checkov: skip: [{id, comment}] on its resource)
+#   4. dashboard JSON            the dashboard's body, rendered, parses (none of the above looks
+#                                inside it: infra/check_dashboard.py)
 # checkov exits 0 when it cannot parse the file (0 checks run), so its JSON summary is checked here.
 #
 # All three run twice: on the template as it deploys by default (the Amazon EventBridge ingress off),
@@ -55,7 +57,7 @@ PY
 # skipped checks are written to $work/skips-NAME. Run it as a process of its own (errexit does not
 # apply inside a function called as the operand of || or &&).
 check_template() {
-  local file=$1 name=$2 label="[${2//-/ }]" start report
+  local file=$1 name=$2 label="[${2//-/ }]" start report dashboard
   start=$(now)
   cfn-lint -- "$file"
   echo "$label cfn-lint: 0 errors, 0 warnings ($(took "$start"))"
@@ -63,6 +65,10 @@ check_template() {
   start=$(now)
   sam validate --lint --template "$file" >/dev/null
   echo "$label sam validate --lint: valid ($(took "$start"))"
+
+  start=$(now)
+  dashboard=$(python3 infra/check_dashboard.py "$file")
+  echo "$label dashboard: JSON once rendered, $dashboard ($(took "$start"))"
 
   start=$(now)
   report="$work/checkov-$name.json"

@@ -24,7 +24,7 @@ use stripe_webhooks::{
     poll::{PollSettings, Poller, Target},
     progress::hidden,
     replay::{replay, ReplayError, Replayed},
-    send::{self, SendOptions},
+    send::{self, Pacing, SendOptions},
     sqs::Queue,
     status::{status, Intake},
     stripe_api::{EventFilter, StripeApiError},
@@ -590,9 +590,11 @@ async fn send_posts_signed_fixtures_that_the_receiver_enqueues_once() {
     let options = SendOptions {
         url: server.url.clone(),
         secret: SigningSecret::new(SECRET).unwrap(),
-        duplicate: true,
-        concurrency: 1,
-        shuffle: false,
+        pacing: Pacing {
+            duplicate: true,
+            concurrency: 1,
+            shuffle: false,
+        },
     };
     let http = send::client().unwrap();
 
@@ -614,8 +616,11 @@ async fn send_posts_signed_fixtures_that_the_receiver_enqueues_once() {
     // which Stripe would retry).
     let many = send::prepare("customer.subscription.updated", &fixtures, 20).unwrap();
     let racing = SendOptions {
-        concurrency: 8,
-        shuffle: true,
+        pacing: Pacing {
+            duplicate: true,
+            concurrency: 8,
+            shuffle: true,
+        },
         ..options.clone()
     };
     let deliveries = send::send(&http, &racing, &many).await;
@@ -631,11 +636,75 @@ async fn send_posts_signed_fixtures_that_the_receiver_enqueues_once() {
     // Signed with another secret: refused.
     let forged = SendOptions {
         secret: SigningSecret::new("whsec_not_the_receivers").unwrap(),
-        duplicate: false,
+        pacing: Pacing::default(),
         ..options
     };
     let refused = send::send(&http, &forged, &events[..1]).await;
     assert_eq!(refused[0].status, Some(401));
+}
+
+#[tokio::test]
+async fn send_via_eventbridge_puts_rule_shaped_messages_that_apply_once_beside_the_webhook_copies()
+{
+    let resources = Resources::create();
+    let receiver = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    let server = ReceiverServer::start(receiver).await;
+    let fixtures = send::fixtures_dir(&repo_root());
+    let events = send::prepare("invoice.paid", &fixtures, 3).unwrap();
+    let queue = Queue::new(sqs(&sqs_endpoint()).await, &resources.event_queue_url);
+    // GIVEN each event put on the queue twice as an EventBridge rule would (no receiver, no dedup)...
+    let twice = Pacing {
+        duplicate: true,
+        concurrency: 4,
+        shuffle: true,
+    };
+    let put = send::put_as_eventbridge(&queue, twice, &events).await;
+    assert_eq!(put.len(), 6);
+    assert!(put.iter().all(|d| d.accepted()), "{put:?}");
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 6);
+    for message in &messages {
+        // ...exactly as a rule's target delivers: the envelope as the body, no message attributes.
+        assert!(message.message_attributes.is_empty());
+        let body = message.body.as_deref().unwrap().as_bytes();
+        let delivery = stripe_pipeline::delivery::parse_delivery(body).unwrap();
+        assert_eq!(delivery.ingress(), "eventbridge");
+        let envelope: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(envelope["source"], send::LOCAL_PARTNER_SOURCE);
+        assert_eq!(envelope["detail-type"], "invoice.paid");
+    }
+    // (checked, and drained; put again for the processor)
+    let put = send::put_as_eventbridge(&queue, twice, &events).await;
+    assert!(put.iter().all(|d| d.accepted()), "{put:?}");
+    // ...AND once more by webhook through the receiver
+    let options = SendOptions {
+        url: server.url.clone(),
+        secret: SigningSecret::new(SECRET).unwrap(),
+        pacing: Pacing {
+            concurrency: 1,
+            ..Pacing::default()
+        },
+    };
+    let posted = send::send(&send::client().unwrap(), &options, &events).await;
+    assert!(posted.iter().all(|d| d.accepted()), "{posted:?}");
+    // WHEN the processor drains the queue
+    let poller = poller(&resources, None, quick()).await;
+    let mut succeeded = 0;
+    while let Some(batch) = poller.poll_once().await.unwrap() {
+        assert!(batch.failed.is_empty(), "{:?}", batch.failed);
+        succeeded += batch.succeeded;
+    }
+    // THEN all nine messages were handled and each event applied once
+    assert_eq!(succeeded, 9);
+    let (store, app) = (
+        store(&resources).await,
+        processor_app(&resources, None).await,
+    );
+    for event in &events {
+        let known = status(&store, &app.billing, &event.event_id).await.unwrap();
+        assert!(known.applied_at.is_some(), "{known:?}");
+        assert_eq!(known.applied_type.as_deref(), Some("invoice.paid"));
+    }
 }
 
 #[tokio::test]
@@ -772,4 +841,44 @@ async fn an_invoked_processor_gets_the_batch_as_lambda_sends_it_and_a_function_e
     assert_eq!(known.applied_type.as_deref(), Some("invoice.paid"));
     assert_eq!(queue_depth(&client, &resources.event_queue_url).await, 0);
     working_task.abort();
+}
+
+#[tokio::test]
+async fn the_fake_stripe_api_serves_thin_events_and_the_objects_events_are_about() {
+    let tag = tag("obj");
+    let fake = fake_stripe(&tag, 30, 0).await;
+    let api = stripe_api(&fake.base_url);
+    let first = api.event(&fake_id(&tag, 0)).await.unwrap();
+    let snapshot: serde_json::Value = serde_json::from_str(first.body.get()).unwrap();
+    // GET /v2/core/events/{id}: the thin form, which the processor's parse takes as a thin event
+    let thin = api
+        .object(&format!("/v2/core/events/{}", fake_id(&tag, 0)))
+        .await
+        .unwrap();
+    let stripe_pipeline::delivery::Delivery::Thin { event, .. } =
+        stripe_pipeline::delivery::parse_delivery(thin.as_bytes()).unwrap()
+    else {
+        panic!("not a thin event: {thin}");
+    };
+    assert_eq!(
+        event.event_type,
+        format!("v1.{}", snapshot["type"].as_str().unwrap())
+    );
+    // ...whose related object is served at its url, as the events have it
+    let related = event.related_object.expect("related object");
+    let object: serde_json::Value =
+        serde_json::from_str(&api.object(&related.url).await.unwrap()).unwrap();
+    assert_eq!(object["id"], snapshot["data"]["object"]["id"]);
+    // put_object changes what Stripe "has now"; unknown objects are 404
+    fake.put_object(
+        &related.url,
+        serde_json::json!({"id": related.id, "status": "changed"}),
+    );
+    let changed: serde_json::Value =
+        serde_json::from_str(&api.object(&related.url).await.unwrap()).unwrap();
+    assert_eq!(changed["status"], "changed");
+    assert!(matches!(
+        api.object("/v1/subscriptions/sub_nope").await,
+        Err(StripeApiError::NotFound)
+    ));
 }

@@ -473,20 +473,13 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state_on_dynamodb() {
 }
 
 /// How an EventBridge rule's SQS target delivers a Stripe event.
-fn eventbridge(detail: &[u8], detail_type: &str) -> Vec<u8> {
-    let detail: serde_json::Value = serde_json::from_slice(detail).expect("event JSON");
-    serde_json::to_vec(&serde_json::json!({
-        "version": "0",
-        "id": format!("{:08x}-b491-4cf7-a9f1-bf3703467718", fastrand::u32(..)),
-        "detail-type": detail_type,
-        "source": "aws.partner/stripe.com/ed_test_61ABCDEF",
-        "account": "123456789012",
-        "time": "2026-11-24T10:00:00Z",
-        "region": "us-east-1",
-        "resources": [],
-        "detail": detail,
-    }))
-    .expect("envelope")
+fn eventbridge(event: &[u8]) -> Vec<u8> {
+    stripe_pipeline::delivery::wrap_as_eventbridge(
+        event,
+        "aws.partner/stripe.com/ed_test_61ABCDEF",
+        stripe_pipeline::signature::unix_now() as i64,
+    )
+    .expect("a Stripe event")
 }
 
 #[tokio::test]
@@ -506,13 +499,7 @@ async fn the_same_event_through_both_ingresses_applies_its_effects_once() {
         .events
         .iter()
         .enumerate()
-        .map(|(i, body)| {
-            let event: serde_json::Value = serde_json::from_slice(body).unwrap();
-            message(
-                &format!("eb{i}"),
-                &eventbridge(body, event["type"].as_str().unwrap()),
-            )
-        })
+        .map(|(i, body)| message(&format!("eb{i}"), &eventbridge(body)))
         .collect();
     let mut all: Vec<_> = via_eventbridge.into_iter().chain(via_webhook).collect();
     fastrand::shuffle(&mut all);
@@ -534,10 +521,10 @@ async fn an_unparseable_message_fails_alone_and_the_rest_of_its_batch_is_handled
     let resources = Resources::create();
     let app = processor_app(&resources, None).await;
     let good = with_event_id(&fixture("invoice.paid"), &unique_event_id());
-    let wrapped = eventbridge(
-        &with_event_id(&fixture("charge.failed"), &unique_event_id()),
-        "charge.failed",
-    );
+    let wrapped = eventbridge(&with_event_id(
+        &fixture("charge.failed"),
+        &unique_event_id(),
+    ));
     let batch = vec![
         message("good", &good),
         message("garbage", b"{\"detail-type\": \"x\", \"detail\": 42}"),
@@ -547,62 +534,49 @@ async fn an_unparseable_message_fails_alone_and_the_rest_of_its_batch_is_handled
     assert_eq!(process_batch(&app, batch).await, ["garbage", "not-json"]);
 }
 
-/// A stand-in for Stripe's API serving one subscription, failing the first `failures` requests with
-/// 503 (then 429 with Retry-After would be the same path). Returns (base URL, request counter).
-async fn fake_stripe_subscription(
-    subscription: serde_json::Value,
-    failures: usize,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    };
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counter = requests.clone();
-    let path = format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap());
-    let body = subscription.to_string();
-    let base = stub_server(move |method, requested, _| {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        if n < failures {
-            return (503, r#"{"error":{"message":"try again"}}"#.to_owned());
-        }
-        if method == "GET" && requested == path {
-            (200, body.clone())
-        } else {
-            (404, r#"{"error":{"message":"no such object"}}"#.to_owned())
-        }
-    })
-    .await;
-    (base, requests)
+/// The project's fake Stripe API (`stripe-webhooks fake-stripe`) serving a history's events, and the
+/// objects as the newest of them has each.
+async fn fake_stripe_of(history: &[Vec<u8>]) -> stripe_webhooks::fake_stripe::FakeStripe {
+    let events = history
+        .iter()
+        .map(|body| serde_json::from_slice(body).expect("event JSON"))
+        .collect();
+    stripe_webhooks::fake_stripe::FakeStripe::start(events, FAKE_STRIPE_KEY)
+        .await
+        .expect("start the fake Stripe API")
 }
 
 #[tokio::test]
 async fn a_thin_event_is_fetched_through_failures_and_applied_once() {
+    use stripe_webhooks::fake_stripe::Fault;
     let resources = Resources::create();
     let history = customer_history(
         &format!("thin{:06x}", fastrand::u32(..0xffffff)),
         1_800_000_000,
         false,
     );
-    let snapshot: serde_json::Value = serde_json::from_slice(&history.events[3]).unwrap();
+    let updated = &history.events[3];
+    let snapshot: serde_json::Value = serde_json::from_slice(updated).unwrap();
+    assert_eq!(snapshot["type"], "customer.subscription.updated");
     let subscription = snapshot["data"]["object"].clone();
-    // GIVEN Stripe's API failing twice before it answers
-    let (base, requests) = fake_stripe_subscription(subscription.clone(), 2).await;
-    let app = processor_app_with_stripe(&resources, None, Some(&base)).await;
-    let thin = serde_json::json!({
-        "id": "evt_thin_1", "object": "v2.core.event", "type": "v1.customer.subscription.updated",
-        "livemode": false, "created": "2027-01-15T08:00:00.000Z",
-        "related_object": {"id": subscription["id"], "type": "subscription",
-                           "url": format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap())},
-    });
-    let body = serde_json::to_vec(&thin).unwrap();
-    // WHEN it arrives by webhook and by EventBridge
+    // GIVEN Stripe's API with the subscription as that update left it, failing the first fetch with a
+    // 503 and the second with a 429 and Retry-After
+    let stripe = fake_stripe_of(&history.events).await;
+    let path = format!("/v1/subscriptions/{}", subscription["id"].as_str().unwrap());
+    stripe.put_object(&path, subscription.clone());
+    stripe.inject(1, Fault::ServerError(503));
+    stripe.inject(
+        2,
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+    );
+    let app = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
+    // WHEN the thin form of that update arrives by webhook and by EventBridge
+    let thin = stripe_pipeline::delivery::thin_of(updated).expect("a thin form");
     let batch = vec![
-        message("thin-webhook", &body),
-        message(
-            "thin-eventbridge",
-            &eventbridge(&body, "v1.customer.subscription.updated"),
-        ),
+        message("thin-webhook", &thin),
+        message("thin-eventbridge", &eventbridge(&thin)),
     ];
     process_until_done(&app, batch).await;
     // THEN the fetched subscription is the state, written once (the first fetches failed and were retried)
@@ -612,10 +586,18 @@ async fn a_thin_event_is_fetched_through_failures_and_applied_once() {
         .expect("subscription written");
     assert_eq!(sub.plan.as_deref(), Some("price_pro"));
     assert!(sub.cancel_at_period_end);
-    assert!(requests.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    let fetches: Vec<u16> = stripe
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(&fetches[..2], [503, 429], "{fetches:?}");
+    assert!(fetches[2..].iter().all(|s| *s == 200), "{fetches:?}");
     let state = billing_state(&resources).await;
+    let event_id = snapshot["id"].as_str().unwrap();
     assert!(
-        state.values().any(|v| v.contains("evt_thin_1")),
+        state.values().any(|v| v.contains(event_id)),
         "versioned by the thin event"
     );
 }
@@ -641,13 +623,17 @@ async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
         false,
     );
     // Stripe's current state: canceled (the deletion already happened)...
+    let stripe = fake_stripe_of(&history.events).await;
     let mut current: serde_json::Value =
         serde_json::from_slice::<serde_json::Value>(history.events.last().unwrap()).unwrap()
             ["data"]["object"]
             .clone();
     current["status"] = "canceled".into();
-    let (base, _) = fake_stripe_subscription(current, 0).await;
-    let app = processor_app_with_stripe(&resources, None, Some(&base)).await;
+    stripe.put_object(
+        &format!("/v1/subscriptions/{}", history.subscription),
+        current,
+    );
+    let app = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
     // ...while the only event delivered so far is the old `created` one, whose snapshot says active.
     assert!(
         process_batch(&app, vec![message("created", &history.events[0])])

@@ -5,6 +5,10 @@
 //! bearer key check, and faults injected on demand: a 429 with `Retry-After`, or any 5xx, answered to
 //! the n-th request.
 //!
+//! It also answers what the processor fetches: `GET /v2/core/events/{id}` (the thin form of an event)
+//! and the objects events are about (`GET /v1/subscriptions/{id}`, `/v1/invoices/{id}`, ...), each as
+//! the newest event has it, or as a test set it with [`FakeStripe::put_object`] ("Stripe's state now").
+//!
 //! Events are listed newest first (`created` descending, then id descending), as Stripe lists them.
 //! `delivery_success=false` selects the events whose `pending_webhooks` is above 0.
 
@@ -69,6 +73,8 @@ struct State {
     /// Newest first.
     events: Vec<Value>,
     api_key: String,
+    /// API path (`/v1/subscriptions/sub_1`) → the object as Stripe has it now.
+    objects: Mutex<BTreeMap<String, Value>>,
     faults: Mutex<BTreeMap<usize, Fault>>,
     requests: Mutex<Vec<RecordedRequest>>,
     count: AtomicUsize,
@@ -107,8 +113,18 @@ impl FakeStripe {
         });
         let listener = TcpListener::bind(address).await?;
         let base_url = format!("http://{}", listener.local_addr()?);
+        // Oldest first, so the newest event's copy of each object is the one kept.
+        let objects = events
+            .iter()
+            .rev()
+            .filter_map(|event| {
+                let object = &event["data"]["object"];
+                Some((object_path(object)?, object.clone()))
+            })
+            .collect();
         let state = Arc::new(State {
             events,
+            objects: Mutex::new(objects),
             api_key: api_key.to_owned(),
             faults: Mutex::new(BTreeMap::new()),
             requests: Mutex::new(Vec::new()),
@@ -143,6 +159,14 @@ impl FakeStripe {
     pub fn inject(&self, number: usize, fault: Fault) {
         if let Ok(mut faults) = self.state.faults.lock() {
             faults.insert(number, fault);
+        }
+    }
+
+    /// Sets what `GET path` answers from now on (`/v1/subscriptions/sub_1`), as if the object changed
+    /// in Stripe.
+    pub fn put_object(&self, path: &str, object: Value) {
+        if let Ok(mut objects) = self.state.objects.lock() {
+            objects.insert(path.to_owned(), object);
         }
     }
 
@@ -200,6 +224,12 @@ pub fn fixture_events(
             event
         })
         .collect())
+}
+
+/// The API path an object is retrieved from, if it is of a type the processor fetches.
+fn object_path(object: &Value) -> Option<String> {
+    let collection = stripe_pipeline::delivery::v1_collection(object["object"].as_str()?)?;
+    Some(format!("/v1/{collection}/{}", object["id"].as_str()?))
 }
 
 type Answer = Response<Full<Bytes>>;
@@ -287,6 +317,12 @@ impl State {
         if request.method() != hyper::Method::GET {
             return stripe_error(405, "invalid_request_error", "Only GET is faked.", &[]);
         }
+        if let Some(id) = path.strip_prefix("/v2/core/events/") {
+            return self.thin_event(id);
+        }
+        if !path.starts_with("/v1/events") {
+            return self.object(path);
+        }
         match path.strip_prefix("/v1/events") {
             Some("") | Some("/") => self.list(query),
             Some(rest) => match rest.strip_prefix('/') {
@@ -312,6 +348,45 @@ impl State {
                 "Unrecognized request URL.",
                 &[],
             ),
+        }
+    }
+
+    fn thin_event(&self, id: &str) -> Answer {
+        let thin = self
+            .events
+            .iter()
+            .find(|e| e["id"] == id)
+            .and_then(|event| serde_json::to_vec(event).ok())
+            .and_then(|bytes| stripe_pipeline::delivery::thin_of(&bytes))
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+        match thin {
+            Some(thin) => respond(200, &thin, &[]),
+            None => stripe_error(
+                404,
+                "invalid_request_error",
+                &format!("No such event: '{id}'"),
+                &[],
+            ),
+        }
+    }
+
+    fn object(&self, path: &str) -> Answer {
+        let found = self
+            .objects
+            .lock()
+            .ok()
+            .and_then(|objects| objects.get(path).cloned());
+        match found {
+            Some(object) => respond(200, &object, &[]),
+            None => {
+                let id = path.rsplit('/').next().unwrap_or_default();
+                stripe_error(
+                    404,
+                    "invalid_request_error",
+                    &format!("No such object: '{id}'"),
+                    &[],
+                )
+            }
         }
     }
 

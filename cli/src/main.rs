@@ -25,7 +25,7 @@ use stripe_webhooks::{
     poll::{self, PollError, PollSettings, Poller, Target},
     progress,
     replay::{self, ReplayError, Replayed},
-    send::{self, SendError, SendOptions},
+    send::{self, Pacing, SendError, SendOptions},
     settings::{self, format_time, parse_time, SettingsError},
     sqs::{Queue, SqsError},
     status::{self, StatusError},
@@ -70,8 +70,18 @@ enum Command {
 /// Each EVENT is a fixture name (a file of tests/fixtures/stripe/events, e.g. invoice.paid) or a path
 /// to an event JSON file. With --count 1 the file is sent byte for byte (so sending it twice gives a
 /// duplicate); with more, each copy gets a fresh id.
+///
+/// With --via eventbridge the events do not go to the receiver: each is wrapped the way Stripe's
+/// Amazon EventBridge destination and a rule's SQS target deliver it and put straight on the event
+/// queue, to try the second ingress locally (no EventBridge emulator exists).
 #[derive(Debug, Args)]
 struct SendArgs {
+    /// Which ingress to play: Stripe posting to the receiver, or Stripe's EventBridge destination.
+    #[arg(long, value_enum, default_value_t = Ingress::Webhook)]
+    via: Ingress,
+    /// The event queue, for --via eventbridge [default: EVENT_QUEUE_URL, as in .local/dev.env].
+    #[arg(long, env = config::EVENT_QUEUE_URL)]
+    event_queue_url: Option<String>,
     /// Fixture names or JSON files.
     #[arg(required = true, value_name = "EVENT")]
     events: Vec<String>,
@@ -96,6 +106,15 @@ struct SendArgs {
     /// Where fixture names are looked up [default: tests/fixtures/stripe/events of this repository].
     #[arg(long, value_name = "DIR")]
     fixtures: Option<PathBuf>,
+}
+
+/// The two ways Stripe delivers to this pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Ingress {
+    /// Signed POSTs to the receiver.
+    Webhook,
+    /// EventBridge envelopes straight onto the event queue.
+    Eventbridge,
 }
 
 /// Recover missed events from Stripe's API, enqueueing those not received yet.
@@ -351,6 +370,8 @@ enum CliError {
     TwoApiKeys,
     #[error("no signing secret: set STRIPE_WEBHOOK_SECRET, pass --secret, or run `make dev` once")]
     NoSecret,
+    #[error("no event queue: pass --event-queue-url or set EVENT_QUEUE_URL (`--env-file .local/dev.env` under make dev)")]
+    NoEventQueue,
     #[error("Stripe filters by at most 20 types; run one backfill per group of 20")]
     TooManyTypes,
     #[error("--until is not after --since")]
@@ -502,6 +523,20 @@ async fn run_send(args: SendArgs) -> Result<ExitCode, CliError> {
     for spec in &args.events {
         events.extend(send::prepare(spec, &fixtures, args.count.max(1))?);
     }
+    let pacing = Pacing {
+        duplicate: args.duplicate,
+        concurrency: args.concurrency,
+        shuffle: args.shuffle,
+    };
+    if args.via == Ingress::Eventbridge {
+        let queue_url = args.event_queue_url.clone().ok_or(CliError::NoEventQueue)?;
+        let queue = Queue::new(aws().await.sqs, &queue_url);
+        let deliveries = send::put_as_eventbridge(&queue, pacing, &events).await;
+        return Ok(report_deliveries(
+            &deliveries,
+            &format!("{queue_url} (as EventBridge)"),
+        ));
+    }
     let secret = send::local_secret(args.secret.as_deref(), &root).ok_or(CliError::NoSecret)?;
     let url = args.url.clone().unwrap_or_else(|| {
         let port = std::env::var(settings::DEV_PORT).unwrap_or_else(|_| "9000".to_owned());
@@ -510,13 +545,16 @@ async fn run_send(args: SendArgs) -> Result<ExitCode, CliError> {
     let options = SendOptions {
         url,
         secret,
-        duplicate: args.duplicate,
-        concurrency: args.concurrency,
-        shuffle: args.shuffle,
+        pacing,
     };
     let deliveries = send::send(&send::client()?, &options, &events).await;
+    Ok(report_deliveries(&deliveries, &options.url))
+}
+
+/// One line per delivery, then the totals; success when every delivery was accepted.
+fn report_deliveries(deliveries: &[send::Delivery], target: &str) -> ExitCode {
     let mut refused = 0;
-    for delivery in &deliveries {
+    for delivery in deliveries {
         let status = delivery
             .status
             .map_or_else(|| "unreachable".to_owned(), |s| s.to_string());
@@ -535,13 +573,12 @@ async fn run_send(args: SendArgs) -> Result<ExitCode, CliError> {
             .count()
     };
     println!(
-        "{} deliveries to {}: {} enqueued, {} duplicate, {refused} not accepted",
+        "{} deliveries to {target}: {} enqueued, {} duplicate, {refused} not accepted",
         deliveries.len(),
-        options.url,
-        count("enqueued"),
+        count("enqueued") + count("queued as message"),
         count("duplicate"),
     );
-    Ok(exit(refused == 0))
+    exit(refused == 0)
 }
 
 async fn run_backfill(args: BackfillArgs) -> Result<ExitCode, CliError> {

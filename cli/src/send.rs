@@ -1,6 +1,10 @@
 //! `send`: the offline stand-in for `stripe trigger`. Signs Stripe event fixtures the way Stripe does
 //! (`Stripe-Signature: t=…,v1=…`, HMAC-SHA256 keyed with the whole `whsec_…`) and posts them to a
 //! receiver, optionally many times, twice each, concurrently and shuffled, to watch dedup at work.
+//!
+//! There is no EventBridge to run locally, so [`put_as_eventbridge`] plays Stripe's EventBridge
+//! destination instead: each event wrapped as a rule's SQS target wraps it, put straight on the event
+//! queue with no receiver (and no dedup) in front, so `make dev` exercises both ingresses.
 
 use std::path::{Path, PathBuf};
 
@@ -84,13 +88,20 @@ pub fn prepare(spec: &str, fixtures: &Path, count: usize) -> Result<Vec<Outgoing
         .collect()
 }
 
-/// How to send.
+/// How to send to a receiver.
 #[derive(Debug, Clone)]
 pub struct SendOptions {
     /// The receiver's URL.
     pub url: String,
     /// The secret to sign with.
     pub secret: SigningSecret,
+    /// How many times, in what order, how many at once.
+    pub pacing: Pacing,
+}
+
+/// How many times, in what order and how many at once events are delivered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pacing {
     /// Deliver each event twice.
     pub duplicate: bool,
     /// Deliveries in flight at once.
@@ -135,17 +146,9 @@ pub async fn send(
     options: &SendOptions,
     events: &[Outgoing],
 ) -> Vec<Delivery> {
-    let copies = if options.duplicate { 2 } else { 1 };
-    let mut deliveries: Vec<&Outgoing> = events
-        .iter()
-        .flat_map(|e| std::iter::repeat_n(e, copies))
-        .collect();
-    if options.shuffle {
-        fastrand::shuffle(&mut deliveries);
-    }
-    stream::iter(deliveries)
+    stream::iter(deliveries(options.pacing, events))
         .map(|event| deliver(http, options, event))
-        .buffered(options.concurrency.max(1))
+        .buffered(options.pacing.concurrency.max(1))
         .collect()
         .await
 }
@@ -172,6 +175,58 @@ async fn deliver(http: &reqwest::Client, options: &SendOptions, event: &Outgoing
         status,
         answer,
     }
+}
+
+/// The partner event source `send --via eventbridge` names in its envelopes.
+pub const LOCAL_PARTNER_SOURCE: &str = "aws.partner/stripe.com/ed_local_dev";
+
+/// Puts every event (twice with `duplicate`, in random order with `shuffle`) on the event queue wrapped
+/// the way an EventBridge rule's SQS target delivers it. A delivery's status is 200 when SQS took the
+/// message, `None` when it could not be sent.
+pub async fn put_as_eventbridge(
+    queue: &crate::sqs::Queue,
+    pacing: Pacing,
+    events: &[Outgoing],
+) -> Vec<Delivery> {
+    stream::iter(deliveries(pacing, events))
+        .map(|event| async move {
+            let wrapped = stripe_pipeline::delivery::wrap_as_eventbridge(
+                &event.body,
+                LOCAL_PARTNER_SOURCE,
+                unix_now() as i64,
+            )
+            .map(|body| String::from_utf8_lossy(&body).into_owned());
+            let result = match wrapped {
+                Ok(body) => queue.send_body(body).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            let (status, answer) = match result {
+                Ok(message_id) => (Some(200), format!("queued as message {message_id}")),
+                Err(error) => (None, error),
+            };
+            Delivery {
+                event_id: event.event_id.clone(),
+                event_type: event.event_type.clone(),
+                status,
+                answer,
+            }
+        })
+        .buffered(pacing.concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Each event once (twice with `duplicate`), shuffled if asked.
+fn deliveries(pacing: Pacing, events: &[Outgoing]) -> Vec<&Outgoing> {
+    let copies = if pacing.duplicate { 2 } else { 1 };
+    let mut deliveries: Vec<&Outgoing> = events
+        .iter()
+        .flat_map(|e| std::iter::repeat_n(e, copies))
+        .collect();
+    if pacing.shuffle {
+        fastrand::shuffle(&mut deliveries);
+    }
+    deliveries
 }
 
 /// The secret `make dev` uses: the first of `STRIPE_WEBHOOK_SECRET`, else `.local/webhook-secret`.

@@ -1,6 +1,7 @@
 //! The CLI's SQS calls, all here: receiving (with every attribute), deleting, copying a message to
 //! another queue as it is, changing visibility, and reading a queue's settings. Sending a new event
-//! stays with [`stripe_pipeline::queue`], through [`stripe_pipeline::intake`].
+//! stays with [`stripe_pipeline::queue`], through [`stripe_pipeline::intake`]; [`Queue::send_body`]
+//! is for what another sender would put there (an EventBridge rule's target).
 
 use std::collections::HashMap;
 
@@ -122,6 +123,20 @@ impl Queue {
             }));
         }
         Ok(failed_ids)
+    }
+
+    /// Sends one message with just this body and no message attributes, as an EventBridge rule's SQS
+    /// target does; returns its message id.
+    pub async fn send_body(&self, body: String) -> Result<String, SqsError> {
+        let output = self
+            .client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(failed("SendMessage"))?;
+        Ok(output.message_id.unwrap_or_default())
     }
 
     /// Sends copies of `messages` (body and message attributes as received) to this queue; returns the

@@ -166,6 +166,83 @@ fn parse_shape(body: &[u8], via_eventbridge: bool) -> Result<Delivery, EventErro
     }
 }
 
+/// Wraps a Stripe event the way an EventBridge rule's SQS target delivers it: the event as `detail`,
+/// its type as `detail-type`, the partner source as `source`, the rule's time as `time`. For local
+/// runs and tests, which have no EventBridge: the CLI's `send --via eventbridge` and the suites put
+/// exactly this on the queue.
+pub fn wrap_as_eventbridge(
+    event: &[u8],
+    partner_source: &str,
+    now_unix: i64,
+) -> Result<Vec<u8>, EventError> {
+    let detail: serde_json::Value =
+        serde_json::from_slice(event).map_err(EventError::NotAnEvent)?;
+    let Some(detail_type) = detail["type"].as_str().map(str::to_owned) else {
+        return Err(EventError::EmptyType);
+    };
+    let envelope = serde_json::json!({
+        "version": "0",
+        "id": format!("{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}", fastrand::u32(..), fastrand::u16(..),
+                      fastrand::u16(..0x1000), fastrand::u16(..0x1000), fastrand::u64(..1 << 48)),
+        "detail-type": detail_type,
+        "source": partner_source,
+        "account": "000000000000",
+        "time": format_rfc3339(now_unix),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": detail,
+    });
+    serde_json::to_vec(&envelope).map_err(EventError::NotAnEvent)
+}
+
+/// The thin (v2) form of a snapshot event of a v1 object, as an event destination with the thin
+/// payload style sends it: the same id, `v1.`-prefixed type, RFC 3339 `created`, and a
+/// `related_object` whose `url` retrieves the object (`/v1/subscriptions/sub_...`). `None` when the
+/// event's object has no id or no known API path.
+pub fn thin_of(event: &[u8]) -> Option<Vec<u8>> {
+    let snapshot: serde_json::Value = serde_json::from_slice(event).ok()?;
+    let object = &snapshot["data"]["object"];
+    let (id, kind) = (object["id"].as_str()?, object["object"].as_str()?);
+    let url = format!("/v1/{}/{id}", v1_collection(kind)?);
+    let thin = serde_json::json!({
+        "id": snapshot["id"],
+        "object": "v2.core.event",
+        "type": format!("v1.{}", snapshot["type"].as_str()?),
+        "livemode": snapshot["livemode"],
+        "created": format_rfc3339(snapshot["created"].as_i64()?),
+        "related_object": {"id": id, "type": kind, "url": url},
+    });
+    serde_json::to_vec(&thin).ok()
+}
+
+/// The v1 API collection an object type is retrieved from.
+pub fn v1_collection(object_type: &str) -> Option<&'static str> {
+    Some(match object_type {
+        "subscription" => "subscriptions",
+        "invoice" => "invoices",
+        "payment_intent" => "payment_intents",
+        "charge" => "charges",
+        "dispute" => "disputes",
+        "checkout.session" => "checkout/sessions",
+        "customer" => "customers",
+        "refund" => "refunds",
+        _ => return None,
+    })
+}
+
+/// Unix seconds → `2026-11-24T10:00:00Z` (UTC, no fraction).
+pub fn format_rfc3339(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let seconds = unix.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        seconds / 3600,
+        seconds % 3600 / 60,
+        seconds % 60
+    )
+}
+
 /// `2024-09-27T13:34:52.123Z` or with an offset (`+02:00`) → unix seconds. Fractions are dropped.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let bytes = text.as_bytes();
@@ -213,15 +290,32 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
             sign * (hours * 3600 + minutes * 60)
         }
     };
-    // Howard Hinnant's days_from_civil.
+    let days = days_from_civil(year, month, day);
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let mp = (month + 9) % 12;
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`] (Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]
@@ -292,6 +386,55 @@ mod tests {
         assert_eq!(snapshot.event_type, EventType::CustomerSubscriptionUpdated);
         assert_eq!(snapshot.created, 1_795_514_400);
         assert_eq!(snapshot.id, "evt_test_65R9Ijk8");
+    }
+
+    #[test]
+    fn the_local_eventbridge_wrapper_and_thin_form_parse_back_to_the_same_event() {
+        let wrapped = wrap_as_eventbridge(
+            FIXTURE.as_bytes(),
+            "aws.partner/stripe.com/ed_local",
+            1_795_000_000,
+        )
+        .unwrap();
+        let envelope: serde_json::Value = serde_json::from_slice(&wrapped).unwrap();
+        assert_eq!(envelope["detail-type"], "invoice.paid");
+        assert_eq!(envelope["time"], "2026-11-18T11:06:40Z");
+        let Delivery::Snapshot {
+            event,
+            via_eventbridge: true,
+        } = parse_delivery(&wrapped).unwrap()
+        else {
+            panic!("an EventBridge snapshot");
+        };
+        let original = StripeEvent::parse(FIXTURE.as_bytes()).unwrap();
+        assert_eq!(
+            (event.id, event.created),
+            (original.id.clone(), original.created)
+        );
+
+        let thin = thin_of(FIXTURE.as_bytes()).unwrap();
+        let Delivery::Thin {
+            event,
+            via_eventbridge: false,
+        } = parse_delivery(&thin).unwrap()
+        else {
+            panic!("a thin event");
+        };
+        assert_eq!(event.event_type, "v1.invoice.paid");
+        assert_eq!(event.created_unix().unwrap(), original.created);
+        let related = event.related_object.unwrap();
+        assert!(
+            related.url.starts_with("/v1/invoices/in_"),
+            "{}",
+            related.url
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn formatted_times_parse_back(unix in -62_135_596_800i64..253_402_300_799) {
+            prop_assert_eq!(parse_rfc3339(&format_rfc3339(unix)), Some(unix));
+        }
     }
 
     #[test]

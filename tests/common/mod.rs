@@ -349,7 +349,7 @@ pub async fn processor_app_with_stripe(
     let stripe = stripe_base.map(|base| {
         stripe_pipeline::stripe_api::StripeApi::new(
             base,
-            stripe_pipeline::stripe_api::ApiKey::new("sk_test_integration").expect("key"),
+            stripe_pipeline::stripe_api::ApiKey::new(FAKE_STRIPE_KEY).expect("key"),
             1000.0,
             stripe_pipeline::stripe_api::RetryPolicy {
                 max_retries: 3,
