@@ -219,6 +219,13 @@ fn references(value: &Value, found: &mut BTreeSet<String>) {
                 variables.values().for_each(|v| references(v, found));
             }
         }
+        // `!If [HasStripeEventSource, a, b]`: `a` is only evaluated with the ingress on, so what it
+        // names may exist only then; `b` is what deploys with the ingress off.
+        Value::Tagged(tagged)
+            if tagged.tag == "If" && tagged.value[0].as_str() == Some(INGRESS_CONDITION) =>
+        {
+            references(&tagged.value[2], found)
+        }
         Value::Tagged(tagged) => references(&tagged.value, found),
         Value::Sequence(items) => items.iter().for_each(|v| references(v, found)),
         Value::Mapping(map) => map.values().for_each(|v| references(v, found)),
