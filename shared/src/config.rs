@@ -38,6 +38,12 @@ pub const SLACK_WEBHOOK_URL: &str = "SLACK_WEBHOOK_URL";
 pub const SLACK_WEBHOOK_SECRET_ARN: &str = "SLACK_WEBHOOK_SECRET_ARN";
 /// A Stripe API key (local runs): turns on refetching and thin-event fetching in the processor.
 pub const STRIPE_API_KEY: &str = "STRIPE_API_KEY";
+/// The notification routing document, JSON (local; it holds Slack URLs): see [`crate::notify::routes`].
+pub const NOTIFICATION_ROUTES: &str = "NOTIFICATION_ROUTES";
+/// A Secrets Manager secret holding the routing document (deployed).
+pub const NOTIFICATION_ROUTES_SECRET_ARN: &str = "NOTIFICATION_ROUTES_SECRET_ARN";
+/// The SES-verified sender of notification emails.
+pub const NOTIFICATION_EMAIL_FROM: &str = "NOTIFICATION_EMAIL_FROM";
 /// ARN of a Secrets Manager secret holding a Stripe API key (deployed).
 pub const STRIPE_API_KEY_SECRET_ARN: &str = "STRIPE_API_KEY_SECRET_ARN";
 /// Stripe's API base URL (a local fake in tests).
@@ -150,6 +156,12 @@ pub struct ProcessorConfig {
     pub slack: OptionalSecret,
     /// Stripe API key for refetching objects and fetching thin events; `Off` without one.
     pub stripe_api_key: OptionalSecret,
+    /// The notification routing document; `Off` without one.
+    pub routes: OptionalSecret,
+    /// The sender of notification emails.
+    pub email_from: Option<String>,
+    /// How long feed records live: the dedup table's TTL.
+    pub feed_ttl_secs: u64,
     /// Stripe's API base URL.
     pub stripe_api_base: String,
     /// EMF namespace.
@@ -264,11 +276,28 @@ impl ProcessorConfig {
             (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
             (None, None) => OptionalSecret::Off,
         };
+        let routes = match (
+            env.get(NOTIFICATION_ROUTES),
+            env.get(NOTIFICATION_ROUTES_SECRET_ARN),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    var: NOTIFICATION_ROUTES,
+                    reason: "set either it or NOTIFICATION_ROUTES_SECRET_ARN, not both",
+                })
+            }
+            (Some(document), None) => OptionalSecret::Value(document),
+            (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
+            (None, None) => OptionalSecret::Off,
+        };
         Ok(Self {
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             billing_table: env.require(BILLING_TABLE_NAME)?,
             slack,
             stripe_api_key,
+            routes,
+            email_from: env.get(NOTIFICATION_EMAIL_FROM),
+            feed_ttl_secs: env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?,
             stripe_api_base: env
                 .get(STRIPE_API_BASE)
                 .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned()),

@@ -149,6 +149,9 @@ macro_rules! event_types {
         }
 
         impl EventType {
+            /// Every type a handler acts on, as Stripe spells it.
+            pub const HANDLED: &'static [&'static str] = &[$($name,)*];
+
             /// The type exactly as Stripe spells it.
             pub fn as_str(&self) -> &str {
                 match self {

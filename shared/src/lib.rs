@@ -34,6 +34,7 @@ pub mod config;
 pub mod dedup;
 pub mod delivery;
 pub mod event;
+pub mod feed;
 pub mod handlers;
 pub mod intake;
 pub mod money;

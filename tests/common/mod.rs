@@ -365,8 +365,13 @@ pub async fn processor_app_with_stripe(
             client,
             &resources.billing_table,
         ),
-        slack: slack_url
-            .map(|url| stripe_pipeline::notify::SlackNotifier::new(url).expect("slack notifier")),
+        notify: stripe_pipeline::notify::Router::new(
+            stripe_pipeline::notify::Routes::parse(None, slack_url, None).expect("routes"),
+            None,
+            None,
+        )
+        .expect("router"),
+        feed_ttl_secs: TTL.as_secs() as i64,
         stripe,
         metrics: Metrics::new("IntegrationTest", "processor"),
     }

@@ -16,7 +16,7 @@ use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use stripe_pipeline::{
     billing::DynamoBillingStore,
     dedup::DynamoDedupStore,
-    notify::SlackNotifier,
+    notify::{Router, Routes},
     queue::SqsEventQueue,
     signature::{SignatureVerifier, SigningSecret},
     telemetry::Metrics,
@@ -160,7 +160,8 @@ pub fn processor_app(
     Ok(processor::handler::App {
         bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
         billing: DynamoBillingStore::new(client, &resources.billing_table),
-        slack: slack_url.map(SlackNotifier::new).transpose()?,
+        notify: Router::new(Routes::parse(None, slack_url, None)?, None, None)?,
+        feed_ttl_secs: 30 * 86_400,
         stripe: None,
         metrics: Metrics::new("Bench", "processor"),
     })

@@ -18,14 +18,15 @@ use stripe_pipeline::{
     dedup::{DedupError, DedupStore},
     delivery::{parse_delivery, Delivery},
     event::{EventError, StripeEvent},
+    feed::FeedRecord,
     handlers::{self, HandlerError, Notification},
-    notify::{NotifyError, SlackNotifier},
+    notify::{About, Channel, NotifyError, Router},
     queue::{attribute, MessageBody, QueueError, QueueMessage},
     signature::unix_now,
     stripe_api::{StripeApi, StripeApiError},
     telemetry::{error_chain, Metrics, Outcome},
 };
-use tracing::{error, info, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 /// Everything a batch needs, built once at cold start.
 #[derive(Debug)]
@@ -34,8 +35,10 @@ pub struct App<S, B> {
     pub bodies: S,
     /// The billing state.
     pub billing: B,
-    /// Slack, if configured; otherwise notifications are only logged.
-    pub slack: Option<SlackNotifier>,
+    /// Where notifications go, by event type; with no channels they are only logged.
+    pub notify: Router,
+    /// How long feed records live (the dedup table's TTL), seconds.
+    pub feed_ttl_secs: i64,
     /// Stripe's API, if a key is configured: ordering-sensitive objects are re-fetched before their
     /// handler runs, and thin events are fetched. Without it thin events cannot be handled.
     pub stripe: Option<StripeApi>,
@@ -174,10 +177,19 @@ async fn apply<S: DedupStore, B: BillingStore>(
         notified: 0,
     };
     let now = unix_now() as i64;
-    let Some(plan) = handlers::plan(&event, &app.billing, now).await? else {
-        return Ok(done);
+    // Every event gets a feed record, committed with its marker: types no handler acts on too.
+    let feed = FeedRecord::of(&event).change(app.feed_ttl_secs);
+    let plan = match handlers::plan(&event, &app.billing, now).await? {
+        Some(mut plan) => {
+            done.handled = true;
+            plan.changes.push(feed);
+            plan
+        }
+        None => handlers::Plan {
+            changes: vec![feed],
+            notifications: Vec::new(),
+        },
     };
-    done.handled = true;
     match app
         .billing
         .apply(&event.id, event.event_type.as_str(), plan.changes)
@@ -193,48 +205,72 @@ async fn apply<S: DedupStore, B: BillingStore>(
         }
         Applied::Before => done.reason = "applied_before",
     }
+    if !done.handled {
+        done.reason = "no_handler";
+    }
     // Notifications go out after the state commits; a redelivery (after a failed send) lands here with
-    // `Applied::Before` and sends only what was not recorded as sent.
+    // `Applied::Before` and sends only what no channel has recorded as sent. Every channel is tried
+    // even when one fails, so a channel that is down delays only itself.
+    let mut failed = None;
     for notification in &plan.notifications {
-        if notify(app, &event, notification, now).await? {
-            done.notified += 1;
+        let channels = app.notify.channels_for(event.event_type.as_str());
+        if channels.is_empty() {
+            info!(event_id = %event.id, audience = notification.audience.as_str(), "notification (no channel routed)");
+        }
+        for (name, channel) in channels {
+            match notify(app, &event, notification, name, channel, now).await {
+                Ok(true) => done.notified += 1,
+                Ok(false) => {}
+                Err(err) => {
+                    warn!(event_id = %event.id, channel = name, kind = channel.kind(), error = %error_chain(&err), "notification not sent; the message will be retried");
+                    failed.get_or_insert(err);
+                }
+            }
         }
     }
-    Ok(done)
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(done),
+    }
 }
 
-/// Sends one notification unless it was already sent for this event; `true` if sent now.
+/// Sends one notification to one channel unless it was already sent there for this event; `true` if
+/// sent now.
 async fn notify<S: DedupStore, B: BillingStore>(
     app: &App<S, B>,
     event: &StripeEvent,
     notification: &Notification,
+    name: &str,
+    channel: &Channel,
     now: i64,
 ) -> Result<bool, ProcessError> {
-    let Some(slack) = &app.slack else {
-        info!(event_id = %event.id, audience = notification.audience.as_str(), "notification (no channel configured)");
-        return Ok(false);
-    };
-    let channel = slack.channel(notification);
+    // One record per (event, channel, kind of news): what `status` and the console show.
+    let key = format!("{name}.{}", notification.audience.as_str());
     let token = format!("{:032x}", fastrand::u128(..));
     match app
         .billing
-        .claim_notification(&event.id, &channel, &token, now)
+        .claim_notification(&event.id, &key, &token, now)
         .await?
     {
         NotifyClaim::Claimed => {}
         NotifyClaim::AlreadySent => return Ok(false),
         NotifyClaim::HeldElsewhere => return Err(ProcessError::NotificationInFlight),
     }
-    if let Err(err) = slack.send(notification).await {
+    let about = About {
+        event_id: &event.id,
+        event_type: event.event_type.as_str(),
+        livemode: event.livemode,
+    };
+    if let Err(err) = channel.send(notification, about).await {
         // Give the claim up so the retried message sends it; if this fails too, the lease runs out.
         let _ = app
             .billing
-            .finish_notification(&event.id, &channel, false)
+            .finish_notification(&event.id, &key, false)
             .await;
         return Err(err.into());
     }
     app.billing
-        .finish_notification(&event.id, &channel, true)
+        .finish_notification(&event.id, &key, true)
         .await?;
     Ok(true)
 }
@@ -325,7 +361,8 @@ mod tests {
         App {
             bodies: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             billing: MemoryBillingStore::new(),
-            slack: None,
+            notify: Router::none(),
+            feed_ttl_secs: 86_400,
             stripe: None,
             metrics: Metrics::new("Test", "processor"),
         }

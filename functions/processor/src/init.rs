@@ -6,7 +6,7 @@ use stripe_pipeline::{
     billing::DynamoBillingStore,
     config::{ConfigError, ProcessorConfig},
     dedup::DynamoDedupStore,
-    notify::{NotifyError, SlackNotifier},
+    notify::{RouteError, Router, Routes},
     secrets::{self, SecretsError},
     stripe_api::{ApiKey, RetryPolicy, StripeApi, StripeApiError},
     telemetry::Metrics,
@@ -30,9 +30,9 @@ pub enum InitError {
     /// A secret could not be read.
     #[error(transparent)]
     Secrets(#[from] SecretsError),
-    /// The Slack client could not be built.
+    /// The notification routes are invalid (the error names the entry).
     #[error(transparent)]
-    Notify(#[from] NotifyError),
+    Routes(#[from] RouteError),
     /// The Stripe API client could not be built.
     #[error(transparent)]
     StripeApi(#[from] StripeApiError),
@@ -45,10 +45,12 @@ pub enum InitError {
 pub async fn app(aws: &aws_config::SdkConfig) -> Result<DeployedApp, InitError> {
     let config = ProcessorConfig::from_env()?;
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-    let slack = match secrets::resolve_optional(&config.slack, aws).await? {
-        Some(url) => Some(SlackNotifier::new(url)?),
-        None => None,
-    };
+    let slack = secrets::resolve_optional(&config.slack, aws).await?;
+    let document = secrets::resolve_optional(&config.routes, aws).await?;
+    let email_from = config.email_from.as_deref();
+    let routes = Routes::parse(document.as_deref(), slack.as_deref(), email_from)?;
+    let ses = routes.has_email().then(|| aws_sdk_sesv2::Client::new(aws));
+    let notify = Router::new(routes, ses, email_from)?;
     let stripe = match secrets::resolve_optional(&config.stripe_api_key, aws).await? {
         Some(key) => Some(StripeApi::new(
             &config.stripe_api_base,
@@ -61,7 +63,8 @@ pub async fn app(aws: &aws_config::SdkConfig) -> Result<DeployedApp, InitError> 
     Ok(App {
         bodies: DynamoDedupStore::for_reading(dynamodb.clone(), config.dedup_table),
         billing: DynamoBillingStore::new(dynamodb, config.billing_table),
-        slack,
+        notify,
+        feed_ttl_secs: i64::try_from(config.feed_ttl_secs).unwrap_or(i64::MAX),
         stripe,
         metrics: Metrics::new(config.metrics_namespace, "processor"),
     })

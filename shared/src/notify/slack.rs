@@ -1,27 +1,11 @@
-//! Sending notifications to Slack through an incoming webhook.
-//!
-//! Each notification is sent at most once per event and channel: before sending, the processor claims
-//! `(event, channel)` in the billing table (a conditional put with a short lease), and marks it sent
-//! after Slack's 200. A duplicate delivery of the event finds the claim and sends nothing. A send that
-//! fails gives the claim up and fails the SQS message, so it is retried — without re-applying state,
-//! which the event's marker already guards. (If the process dies between Slack's 200 and the mark, the
-//! lease runs out and the retried message sends again: Slack webhooks take no idempotency key, so that
-//! window cannot be closed from here.)
+//! Slack incoming webhooks. (If the process dies between Slack's 200 and the processor's "sent" mark,
+//! the claim's lease runs out and the retried message sends again: Slack webhooks take no idempotency
+//! key, so that window cannot be closed from here.)
 
 use std::time::Duration;
 
+use super::NotifyError;
 use crate::handlers::Notification;
-
-/// Slack could not be reached or refused the message.
-#[derive(Debug, thiserror::Error)]
-pub enum NotifyError {
-    /// The request failed (connection, timeout).
-    #[error("slack webhook unreachable")]
-    Unreachable(#[source] reqwest::Error),
-    /// Slack answered with an error status.
-    #[error("slack webhook answered {0}")]
-    Rejected(u16),
-}
 
 /// An incoming-webhook URL. Its `Debug` hides the URL: the path is the credential.
 #[derive(Clone)]
@@ -47,11 +31,6 @@ impl SlackNotifier {
             http,
             url: url.into(),
         })
-    }
-
-    /// The channel name recorded per event.
-    pub fn channel(&self, notification: &Notification) -> String {
-        format!("slack.{}", notification.audience.as_str())
     }
 
     /// Posts one message.

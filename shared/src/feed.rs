@@ -1,0 +1,358 @@
+//! The event feed: one compact record per processed event, so people can see what happened to their
+//! money events (the CLI's console) without reading logs or calling Stripe.
+//!
+//! The processor writes the record in the same transaction as the event's exactly-once marker, so an
+//! event is in the feed exactly when its effects are applied. Records live in the billing table under
+//! `FEED#<event id>` / `FEED` and are indexed by the table's `ByFeed` GSI: partition `DAY#<UTC date
+//! of the event>` (one partition per day, queried newest first without a scan), sort key
+//! `<created, zero-padded>#<event id>`. A dispute also gets an entry in the partition `DISPUTES`,
+//! sorted by its evidence deadline, so "open disputes, nearest deadline first" is one query. Both
+//! expire with the dedup table's TTL (30 days by default; a dispute entry when its deadline has passed
+//! by a week), so the feed covers the window in which Stripe can still resend.
+//!
+//! What a record says is read from the event's object generically (amount, currency, customer, email,
+//! decline reason), so every event type gets a card, including types no handler acts on.
+
+use serde_json::Value as Json;
+
+use crate::{
+    billing::{attributes, Attributes, Change, Key, Op, Value, Write},
+    event::StripeEvent,
+};
+
+/// The GSI over feed records.
+pub const INDEX: &str = "ByFeed";
+/// The GSI's partition key attribute.
+pub const PARTITION: &str = "feed_partition";
+/// The GSI's sort key attribute.
+pub const SORT: &str = "feed_sort";
+/// The partition of open-dispute entries.
+pub const DISPUTES: &str = "DISPUTES";
+/// The TTL attribute (epoch seconds), as in the dedup table.
+pub const EXPIRES_AT: &str = "expires_at";
+/// How long a dispute entry outlives its evidence deadline.
+const DISPUTE_GRACE_SECS: i64 = 7 * 86_400;
+
+/// How an event went, for people: the colour of its card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedOutcome {
+    /// Money came in, or a purchase completed.
+    Succeeded,
+    /// A payment or renewal failed.
+    Failed,
+    /// A dispute was opened or changed.
+    Disputed,
+    /// Anything else (lifecycle, types no handler acts on).
+    Unknown,
+}
+
+impl FeedOutcome {
+    /// Lowercase name, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Disputed => "disputed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// The outcome named `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Succeeded, Self::Failed, Self::Disputed, Self::Unknown]
+            .into_iter()
+            .find(|o| o.as_str() == text)
+    }
+
+    /// The outcome of an event type.
+    pub fn of(event_type: &str) -> Self {
+        if event_type.starts_with("charge.dispute.") {
+            Self::Disputed
+        } else if event_type.ends_with("failed") || event_type.ends_with(".payment_action_required")
+        {
+            Self::Failed
+        } else if event_type.ends_with(".succeeded")
+            || event_type.ends_with(".paid")
+            || event_type == "checkout.session.completed"
+            || event_type == "checkout.session.async_payment_succeeded"
+        {
+            Self::Succeeded
+        } else {
+            Self::Unknown
+        }
+    }
+}
+
+/// One processed event, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedRecord {
+    /// `evt_…`
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// When Stripe created the event, unix seconds.
+    pub created: i64,
+    /// Live or test mode.
+    pub livemode: Option<bool>,
+    /// Minor units of `currency`.
+    pub amount: Option<i64>,
+    /// Lowercase ISO code.
+    pub currency: Option<String>,
+    /// `cus_…`
+    pub customer: Option<String>,
+    /// The customer's (or receipt) email.
+    pub customer_email: Option<String>,
+    /// The object's id (`pi_…`, `in_…`, `dp_…`).
+    pub object_id: Option<String>,
+    /// How it went.
+    pub outcome: FeedOutcome,
+    /// Decline or dispute reason, when there is one.
+    pub detail: Option<String>,
+    /// A dispute's evidence deadline, unix seconds.
+    pub due_by: Option<i64>,
+}
+
+impl FeedRecord {
+    /// The record of `event`, read from its object whatever its type.
+    pub fn of(event: &StripeEvent) -> Self {
+        let object: Json = serde_json::from_str(event.data.object.get()).unwrap_or(Json::Null);
+        let text = |value: &Json| value.as_str().map(str::to_owned);
+        let first_text =
+            |paths: &[&[&str]]| paths.iter().find_map(|path| text(pointer(&object, path)));
+        let event_type = event.event_type.as_str();
+        // The amount that matters for the type: what was received, what is due, what is disputed.
+        let amount = [
+            &["amount_received"][..],
+            &["amount_paid"],
+            &["amount_total"],
+            &["amount"],
+            &["amount_due"],
+        ]
+        .iter()
+        .filter(|path| {
+            // A failed invoice's amount_paid is 0; what failed is amount_due.
+            !(event_type == "invoice.payment_failed" && path[0] == "amount_paid")
+                && !(event_type.starts_with("payment_intent.")
+                    && path[0] == "amount_received"
+                    && !event_type.ends_with("succeeded"))
+        })
+        .find_map(|path| pointer(&object, path).as_i64());
+        let customer = match &object["customer"] {
+            Json::String(id) => Some(id.clone()),
+            Json::Object(expanded) => expanded.get("id").and_then(|v| text(v)),
+            _ => None,
+        };
+        let customer_email = first_text(&[
+            &["customer_email"],
+            &["customer_details", "email"],
+            &["receipt_email"],
+            &["billing_details", "email"],
+            &["customer", "email"],
+            &["email"],
+        ]);
+        let detail = first_text(&[
+            &["last_payment_error", "decline_code"],
+            &["last_payment_error", "code"],
+            &["failure_code"],
+            &["reason"],
+        ])
+        .map(|code| {
+            let message = first_text(&[&["last_payment_error", "message"], &["failure_message"]]);
+            match message {
+                Some(message) if message != code => format!("{code}: {message}"),
+                _ => code,
+            }
+        });
+        Self {
+            event_id: event.id.clone(),
+            event_type: event_type.to_owned(),
+            created: event.created,
+            livemode: event.livemode,
+            amount,
+            currency: text(&object["currency"]).map(|c| c.to_lowercase()),
+            customer,
+            customer_email,
+            object_id: text(&object["id"]),
+            outcome: FeedOutcome::of(event_type),
+            detail,
+            due_by: pointer(&object, &["evidence_details", "due_by"]).as_i64(),
+        }
+    }
+
+    /// The writes that store it: the record (always) and, for a dispute with a deadline, its
+    /// open-dispute entry. `ttl_secs` is the dedup table's.
+    pub fn change(&self, ttl_secs: i64) -> Change {
+        let mut item = self.attributes();
+        item.insert(PARTITION.to_owned(), Value::S(day_partition(self.created)));
+        item.insert(
+            SORT.to_owned(),
+            Value::S(sort_key(self.created, &self.event_id)),
+        );
+        item.insert(
+            EXPIRES_AT.to_owned(),
+            Value::N(self.created.max(0) + ttl_secs),
+        );
+        let mut writes = vec![Write {
+            key: Key::new(format!("FEED#{}", self.event_id), "FEED"),
+            op: Op::Put(item),
+            guards: vec![],
+        }];
+        if let (FeedOutcome::Disputed, Some(due_by), Some(dispute)) =
+            (self.outcome, self.due_by, &self.object_id)
+        {
+            let mut entry = self.attributes();
+            entry.insert(PARTITION.to_owned(), Value::S(DISPUTES.to_owned()));
+            entry.insert(SORT.to_owned(), Value::S(sort_key(due_by, dispute)));
+            entry.insert(EXPIRES_AT.to_owned(), Value::N(due_by + DISPUTE_GRACE_SECS));
+            writes.push(Write {
+                key: Key::new(format!("FEED#{}", self.event_id), "DISPUTE"),
+                op: Op::Put(entry),
+                guards: vec![],
+            });
+        }
+        Change::skippable("feed", writes)
+    }
+
+    fn attributes(&self) -> Attributes {
+        attributes([
+            ("event_id", Some(self.event_id.as_str().into())),
+            ("event_type", Some(self.event_type.as_str().into())),
+            ("created", Some(self.created.into())),
+            ("livemode", self.livemode.map(Value::Bool)),
+            ("amount", self.amount.map(Into::into)),
+            ("currency", self.currency.as_deref().map(Into::into)),
+            ("customer", self.customer.as_deref().map(Into::into)),
+            (
+                "customer_email",
+                self.customer_email.as_deref().map(Into::into),
+            ),
+            ("object_id", self.object_id.as_deref().map(Into::into)),
+            ("outcome", Some(self.outcome.as_str().into())),
+            ("detail", self.detail.as_deref().map(Into::into)),
+            ("due_by", self.due_by.map(Into::into)),
+        ])
+    }
+
+    /// Reads a record back from its item's attributes; `None` if it is not one.
+    pub fn from_attributes(item: &Attributes) -> Option<Self> {
+        let s = |k: &str| match item.get(k) {
+            Some(Value::S(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let n = |k: &str| match item.get(k) {
+            Some(Value::N(n)) => Some(*n),
+            _ => None,
+        };
+        Some(Self {
+            event_id: s("event_id")?,
+            event_type: s("event_type")?,
+            created: n("created")?,
+            livemode: match item.get("livemode") {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            },
+            amount: n("amount"),
+            currency: s("currency"),
+            customer: s("customer"),
+            customer_email: s("customer_email"),
+            object_id: s("object_id"),
+            outcome: FeedOutcome::parse(&s("outcome")?)?,
+            detail: s("detail"),
+            due_by: n("due_by"),
+        })
+    }
+}
+
+/// `DAY#2026-11-24`: the feed partition of events created on that UTC day.
+pub fn day_partition(unix: i64) -> String {
+    format!("DAY#{}", &crate::delivery::format_rfc3339(unix)[..10])
+}
+
+/// Sorts by time, then id; zero-padded so string order is time order.
+pub fn sort_key(unix: i64, id: &str) -> String {
+    format!("{:012}#{id}", unix.max(0))
+}
+
+fn pointer<'a>(value: &'a Json, path: &[&str]) -> &'a Json {
+    path.iter().fold(value, |v, key| &v[*key])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> FeedRecord {
+        let path = format!(
+            "{}/../tests/fixtures/stripe/events/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let body = std::fs::read(path).expect("fixture");
+        FeedRecord::of(&StripeEvent::parse(&body).expect("event"))
+    }
+
+    #[test]
+    fn outcomes_follow_the_event_type() {
+        use FeedOutcome::*;
+        for (event_type, outcome) in [
+            ("payment_intent.succeeded", Succeeded),
+            ("invoice.paid", Succeeded),
+            ("checkout.session.completed", Succeeded),
+            ("payment_intent.payment_failed", Failed),
+            ("invoice.payment_failed", Failed),
+            ("charge.failed", Failed),
+            ("charge.dispute.created", Disputed),
+            ("customer.subscription.updated", Unknown),
+            ("invoice.finalized", Unknown),
+        ] {
+            assert_eq!(FeedOutcome::of(event_type), outcome, "{event_type}");
+        }
+    }
+
+    #[test]
+    fn records_carry_amount_customer_and_reasons_from_the_object() {
+        let paid = record("payment_intent.succeeded");
+        assert_eq!(paid.outcome, FeedOutcome::Succeeded);
+        assert!(paid.amount.is_some_and(|a| a > 0));
+        assert!(paid.currency.is_some());
+        assert!(paid
+            .object_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("pi_")));
+
+        let failed = record("payment_intent.payment_failed");
+        assert_eq!(failed.outcome, FeedOutcome::Failed);
+        assert!(failed.detail.is_some(), "a decline reason: {failed:?}");
+
+        let invoice = record("invoice.payment_failed");
+        assert!(
+            invoice.amount.is_some_and(|a| a > 0),
+            "the amount due: {invoice:?}"
+        );
+        assert!(invoice.customer.is_some());
+
+        let dispute = record("charge.dispute.created");
+        assert_eq!(dispute.outcome, FeedOutcome::Disputed);
+        assert!(dispute.due_by.is_some());
+        assert!(dispute.detail.is_some(), "the dispute reason");
+        let change = dispute.change(30 * 86_400);
+        assert_eq!(
+            change.writes.len(),
+            2,
+            "the record and the open-dispute entry"
+        );
+    }
+
+    #[test]
+    fn records_round_trip_through_attributes_and_sort_by_time() {
+        let paid = record("invoice.paid");
+        let change = paid.change(86_400);
+        let Op::Put(item) = &change.writes[0].op else {
+            panic!("a put");
+        };
+        assert_eq!(FeedRecord::from_attributes(item), Some(paid.clone()));
+        assert_eq!(item.get(EXPIRES_AT), Some(&Value::N(paid.created + 86_400)));
+        assert!(sort_key(999, "evt_b") < sort_key(1000, "evt_a"));
+        assert_eq!(day_partition(1_795_000_000), "DAY#2026-11-18");
+    }
+}
