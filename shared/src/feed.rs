@@ -4,8 +4,10 @@
 //! The processor writes the record in the same transaction as the event's exactly-once marker, so an
 //! event is in the feed exactly when its effects are applied. Records live in the billing table under
 //! `FEED#<event id>` / `FEED` and are indexed by the table's `ByFeed` GSI: partition `DAY#<UTC date
-//! of the event>` (one partition per day, queried newest first without a scan), sort key
-//! `<created, zero-padded>#<event id>`. A dispute also gets an entry in the partition `DISPUTES`,
+//! it was processed>` (one partition per day, queried newest first without a scan), sort key
+//! `<processed at, zero-padded>#<event id>`. Processing time, not the event's `created`: the feed is
+//! what reached the pipeline, in the order it did (a backfilled or resent event shows up when it
+//! arrives; its card still says when Stripe created it). A dispute also gets an entry in the partition `DISPUTES`,
 //! sorted by its evidence deadline, so "open disputes, nearest deadline first" is one query. Both
 //! expire with the dedup table's TTL (30 days by default; a dispute entry when its deadline has passed
 //! by a week), so the feed covers the window in which Stripe can still resend.
@@ -28,6 +30,8 @@ pub const PARTITION: &str = "feed_partition";
 pub const SORT: &str = "feed_sort";
 /// The partition of open-dispute entries.
 pub const DISPUTES: &str = "DISPUTES";
+/// When the processor recorded it (epoch seconds).
+pub const RECORDED_AT: &str = "recorded_at";
 /// The TTL attribute (epoch seconds), as in the dedup table.
 pub const EXPIRES_AT: &str = "expires_at";
 /// How long a dispute entry outlives its evidence deadline.
@@ -180,19 +184,14 @@ impl FeedRecord {
         }
     }
 
-    /// The writes that store it: the record (always) and, for a dispute with a deadline, its
-    /// open-dispute entry. `ttl_secs` is the dedup table's.
-    pub fn change(&self, ttl_secs: i64) -> Change {
+    /// The writes that store it, processed at `now`: the record (always) and, for a dispute with a
+    /// deadline, its open-dispute entry. `ttl_secs` is the dedup table's.
+    pub fn change(&self, now: i64, ttl_secs: i64) -> Change {
         let mut item = self.attributes();
-        item.insert(PARTITION.to_owned(), Value::S(day_partition(self.created)));
-        item.insert(
-            SORT.to_owned(),
-            Value::S(sort_key(self.created, &self.event_id)),
-        );
-        item.insert(
-            EXPIRES_AT.to_owned(),
-            Value::N(self.created.max(0) + ttl_secs),
-        );
+        item.insert(PARTITION.to_owned(), Value::S(day_partition(now)));
+        item.insert(SORT.to_owned(), Value::S(sort_key(now, &self.event_id)));
+        item.insert(RECORDED_AT.to_owned(), Value::N(now));
+        item.insert(EXPIRES_AT.to_owned(), Value::N(now + ttl_secs));
         let mut writes = vec![Write {
             key: Key::new(format!("FEED#{}", self.event_id), "FEED"),
             op: Op::Put(item),
@@ -335,7 +334,7 @@ mod tests {
         assert_eq!(dispute.outcome, FeedOutcome::Disputed);
         assert!(dispute.due_by.is_some());
         assert!(dispute.detail.is_some(), "the dispute reason");
-        let change = dispute.change(30 * 86_400);
+        let change = dispute.change(1_795_000_000, 30 * 86_400);
         assert_eq!(
             change.writes.len(),
             2,
@@ -346,12 +345,19 @@ mod tests {
     #[test]
     fn records_round_trip_through_attributes_and_sort_by_time() {
         let paid = record("invoice.paid");
-        let change = paid.change(86_400);
+        let change = paid.change(1_795_000_000, 86_400);
         let Op::Put(item) = &change.writes[0].op else {
             panic!("a put");
         };
         assert_eq!(FeedRecord::from_attributes(item), Some(paid.clone()));
-        assert_eq!(item.get(EXPIRES_AT), Some(&Value::N(paid.created + 86_400)));
+        assert_eq!(
+            item.get(EXPIRES_AT),
+            Some(&Value::N(1_795_000_000 + 86_400))
+        );
+        assert_eq!(
+            item.get(PARTITION),
+            Some(&Value::S("DAY#2026-11-18".to_owned()))
+        );
         assert!(sort_key(999, "evt_b") < sort_key(1000, "evt_a"));
         assert_eq!(day_partition(1_795_000_000), "DAY#2026-11-18");
     }

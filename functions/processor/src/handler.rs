@@ -178,7 +178,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
     };
     let now = unix_now() as i64;
     // Every event gets a feed record, committed with its marker: types no handler acts on too.
-    let feed = FeedRecord::of(&event).change(app.feed_ttl_secs);
+    let feed = FeedRecord::of(&event).change(now, app.feed_ttl_secs);
     let plan = match handlers::plan(&event, &app.billing, now).await? {
         Some(mut plan) => {
             done.handled = true;

@@ -42,12 +42,14 @@ pub(super) fn created(event: &StripeEvent, dispute: Dispute, now: i64) -> Plan {
         )],
         notifications: vec![Notification {
             audience: Audience::Disputes,
+            // The deadline right after the amount: it is what the reader acts on, and it survives an
+            // email subject's truncation.
             text: format!(
-                "URGENT dispute {}: {} on charge {}, reason {}, {deadline}",
+                "URGENT dispute {}: {}, {deadline}; reason {}, charge {}",
                 dispute.id,
                 Money::new(dispute.amount, &dispute.currency),
-                dispute.charge.as_deref().unwrap_or("unknown"),
                 dispute.reason.as_deref().unwrap_or("unknown"),
+                dispute.charge.as_deref().unwrap_or("unknown"),
             ),
         }],
     }
