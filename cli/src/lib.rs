@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backfill;
+pub mod console;
 pub mod dead_letters;
 #[cfg(feature = "fake-stripe")]
 pub mod fake_stripe;

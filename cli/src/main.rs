@@ -61,8 +61,40 @@ enum Command {
     Dlq(DlqCommand),
     Status(StatusArgs),
     Poll(PollArgs),
+    Console(ConsoleArgs),
     #[cfg(feature = "fake-stripe")]
     FakeStripe(FakeStripeArgs),
+}
+
+/// Open a local web page of today's payments, failures, disputes and the dead-letter queue.
+///
+/// Serves on 127.0.0.1 only, from the pipeline's own tables (never Stripe's API), with your own AWS
+/// credentials: --profile/--region for a deployed stack (table and queue names from its outputs), or
+/// `--env-file .local/dev.env` for the emulators `make dev` runs. Replay and redrive buttons run the
+/// same code as the subcommands and need the page's per-run token.
+#[derive(Debug, Args)]
+struct ConsoleArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 8787)]
+    port: u16,
+    /// "Today" and every time shown are in this IANA zone (Europe/Paris) [default: the system's].
+    #[arg(long, env = "CONSOLE_TIME_ZONE")]
+    time_zone: Option<String>,
+    /// The AWS profile (as AWS_PROFILE).
+    #[arg(long)]
+    profile: Option<String>,
+    /// The AWS region (as AWS_REGION).
+    #[arg(long)]
+    region: Option<String>,
+    /// The billing table (its feed index is what the page lists).
+    #[arg(long, env = config::BILLING_TABLE_NAME)]
+    billing_table: String,
+    #[command(flatten)]
+    intake: IntakeArgs,
+    #[command(flatten)]
+    dlq: DlqArgs,
+    #[command(flatten)]
+    stripe: StripeArgs,
 }
 
 /// Sign fixture events with the local secret and post them to a receiver (offline `stripe trigger`).
@@ -380,6 +412,10 @@ enum CliError {
     NotInDlq(String, usize),
     #[error("could not start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("unknown time zone {0:?} (an IANA name such as Europe/Paris)")]
+    TimeZone(String),
+    #[error("the console could not serve")]
+    Console(#[source] std::io::Error),
     #[cfg(feature = "fake-stripe")]
     #[error("--fault {0}: expected N:STATUS with STATUS 429 or 5xx")]
     BadFault(String),
@@ -402,6 +438,15 @@ fn main() -> ExitCode {
         }
     }
     let cli = Cli::parse();
+    // The AWS SDK reads these; set while no other thread exists.
+    if let Command::Console(args) = &cli.command {
+        if let Some(profile) = &args.profile {
+            std::env::set_var("AWS_PROFILE", profile);
+        }
+        if let Some(region) = &args.region {
+            std::env::set_var("AWS_REGION", region);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -446,6 +491,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Dlq(command) => run_dlq(command).await,
         Command::Status(args) => run_status(args).await,
         Command::Poll(args) => run_poll(args).await,
+        Command::Console(args) => run_console(args).await,
         #[cfg(feature = "fake-stripe")]
         Command::FakeStripe(args) => run_fake_stripe(args).await,
     }
@@ -819,6 +865,63 @@ async fn run_status(args: StatusArgs) -> Result<ExitCode, CliError> {
     } else {
         print!("{status}");
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_console(args: ConsoleArgs) -> Result<ExitCode, CliError> {
+    let aws = aws().await;
+    let (time_zone, time_zone_name) = match &args.time_zone {
+        Some(name) => (
+            jiff::tz::TimeZone::get(name).map_err(|_| CliError::TimeZone(name.clone()))?,
+            name.clone(),
+        ),
+        None => {
+            let zone = jiff::tz::TimeZone::system();
+            let name = zone.iana_name().unwrap_or("UTC").to_owned();
+            (zone, name)
+        }
+    };
+    // Replay needs Stripe's API; without a key the page still works and says so on Replay.
+    let stripe = match args.stripe.api(&aws).await {
+        Ok(api) => Some(api),
+        Err(CliError::NoApiKey) => None,
+        Err(error) => return Err(error),
+    };
+    let environment = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(endpoint) if endpoint.contains("127.0.0.1") || endpoint.contains("localhost") => {
+            "local emulators".to_owned()
+        }
+        _ => format!(
+            "{}{}",
+            args.profile
+                .as_deref()
+                .map(|p| format!("profile {p}, "))
+                .unwrap_or_default(),
+            aws.config
+                .region()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "no region".to_owned())
+        ),
+    };
+    let console = std::sync::Arc::new(stripe_webhooks::console::Console {
+        dynamodb: aws.dynamodb.clone(),
+        billing_table: args.billing_table.clone(),
+        dedup: args.intake.store(&aws),
+        billing: DynamoBillingStore::new(aws.dynamodb.clone(), &args.billing_table),
+        event_queue: Queue::new(aws.sqs.clone(), &args.intake.event_queue_url),
+        dead_letters: Queue::new(aws.sqs.clone(), &args.dlq.dead_letter_queue_url),
+        stripe,
+        time_zone,
+        time_zone_name,
+        environment,
+        token: stripe_webhooks::console::new_token(),
+        sqs_max_message_bytes: args.intake.sqs_max_message_bytes,
+    });
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    println!("console: http://{address}/  (Ctrl-C stops; bound to 127.0.0.1 only)");
+    stripe_webhooks::console::serve(console, address, shutdown_signal())
+        .await
+        .map_err(CliError::Console)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -66,6 +66,11 @@ impl Queue {
         }
     }
 
+    /// Its client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
     /// Its URL.
     pub fn url(&self) -> &str {
         &self.url

@@ -51,7 +51,12 @@ pub async fn admit<S: DedupStore, Q: EventQueue>(
         .await?
     {
         Claim::New(token) => token,
-        Claim::AlreadyEnqueued => return Ok(Admitted::Duplicate),
+        Claim::AlreadyEnqueued => {
+            if let Err(err) = store.count_duplicate(now).await {
+                warn!(event_id = %event.id, error = %error_chain(&err), "duplicate not counted");
+            }
+            return Ok(Admitted::Duplicate);
+        }
         Claim::InFlight => return Err(IntakeError::InFlight),
     };
     if let Err(err) = enqueue(store, queue, event, body, sqs_max_message_bytes, now).await {

@@ -203,7 +203,16 @@ async fn apply<S: DedupStore, B: BillingStore>(
             };
             done.skipped = skipped;
         }
-        Applied::Before => done.reason = "applied_before",
+        Applied::Before => {
+            done.reason = "applied_before";
+            // The first receive of an event already applied is a duplicate (both ingresses on, or a
+            // copy that raced past the receiver); a retried message is not one.
+            if receive_count(message).parse::<u32>().unwrap_or(1) <= 1 {
+                if let Err(err) = app.bodies.count_duplicate(now as u64).await {
+                    warn!(event_id = %event.id, error = %error_chain(&err), "duplicate not counted");
+                }
+            }
+        }
     }
     if !done.handled {
         done.reason = "no_handler";

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    blocked_by, is_free, Claim, ClaimStatus, ClaimToken, DedupError, DedupRecord, DedupStore,
-    StashedBody, BODY_CHUNK_BYTES, MAX_STASHED_BODY_BYTES,
+    blocked_by, counter_keys, duplicate_counter_key, is_free, Claim, ClaimStatus, ClaimToken,
+    DedupError, DedupRecord, DedupStore, StashedBody, BODY_CHUNK_BYTES, MAX_STASHED_BODY_BYTES,
 };
 
 /// Attribute names, as `template.yaml` declares the key and TTL.
@@ -24,6 +24,8 @@ const EVENT_TYPE: &str = "event_type";
 const FIRST_CLAIMED_AT: &str = "claimed_at";
 const ENQUEUED_AT: &str = "enqueued_at";
 const BODY: &str = "body";
+/// The count of a duplicate counter item.
+const DUPLICATES: &str = "duplicates";
 
 /// The dedup table on DynamoDB.
 #[derive(Debug, Clone)]
@@ -273,5 +275,65 @@ impl DedupStore for DynamoDedupStore {
             body.extend_from_slice(chunk.as_ref());
         }
         stashed.check(body)
+    }
+
+    async fn count_duplicate(&self, now: u64) -> Result<(), DedupError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, s(&duplicate_counter_key(now)))
+            .update_expression("ADD #count :one SET #expires = if_not_exists(#expires, :expires)")
+            .expression_attribute_names("#count", DUPLICATES)
+            .expression_attribute_names("#expires", EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expires", n(now + self.ttl.as_secs()))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn duplicates_between(&self, from: u64, to: u64) -> Result<u64, DedupError> {
+        let mut total = 0;
+        // At most 100 keys per BatchGetItem: 100 hours is four days, more than any day.
+        for keys in counter_keys(from, to).chunks(100) {
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(
+                    keys.iter()
+                        .map(|key| HashMap::from([(KEY.to_owned(), s(key))]))
+                        .collect(),
+                ))
+                .build()
+                .map_err(unavailable)?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if output
+                .unprocessed_keys
+                .as_ref()
+                .is_some_and(|u| !u.is_empty())
+            {
+                return Err(DedupError::Unavailable(
+                    "BatchGetItem left keys unprocessed".into(),
+                ));
+            }
+            for item in output
+                .responses
+                .unwrap_or_default()
+                .remove(&self.table)
+                .unwrap_or_default()
+            {
+                if let Some(AttributeValue::N(count)) = item.get(DUPLICATES) {
+                    total += count
+                        .parse::<u64>()
+                        .map_err(|_| DedupError::MalformedItem)?;
+                }
+            }
+        }
+        Ok(total)
     }
 }

@@ -28,6 +28,7 @@ pub struct MemoryDedupStore {
     lease: Duration,
     entries: Mutex<HashMap<String, Entry>>,
     bodies: Mutex<HashMap<String, Vec<u8>>>,
+    duplicates: Mutex<HashMap<String, u64>>,
     unavailable: AtomicBool,
 }
 
@@ -39,6 +40,7 @@ impl MemoryDedupStore {
             lease,
             entries: Mutex::default(),
             bodies: Mutex::default(),
+            duplicates: Mutex::default(),
             unavailable: AtomicBool::new(false),
         }
     }
@@ -139,6 +141,28 @@ impl DedupStore for MemoryDedupStore {
             .cloned()
             .ok_or(DedupError::CorruptBody)?;
         stashed.check(body)
+    }
+
+    async fn count_duplicate(&self, now: u64) -> Result<(), DedupError> {
+        drop(self.entries()?);
+        let mut counts = self
+            .duplicates
+            .lock()
+            .map_err(|_| DedupError::Unavailable("poisoned".into()))?;
+        *counts.entry(super::duplicate_counter_key(now)).or_default() += 1;
+        Ok(())
+    }
+
+    async fn duplicates_between(&self, from: u64, to: u64) -> Result<u64, DedupError> {
+        drop(self.entries()?);
+        let counts = self
+            .duplicates
+            .lock()
+            .map_err(|_| DedupError::Unavailable("poisoned".into()))?;
+        Ok(super::counter_keys(from, to)
+            .iter()
+            .filter_map(|key| counts.get(key))
+            .sum())
     }
 }
 

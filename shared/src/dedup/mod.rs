@@ -193,6 +193,31 @@ pub trait DedupStore: Send + Sync {
         &self,
         stashed: &StashedBody,
     ) -> impl Future<Output = Result<Vec<u8>, DedupError>> + Send;
+
+    /// Counts one delivery dropped as a duplicate at `now`, in the hour's counter (kept as long as
+    /// event ids are). For people (the console's "deduplicated today"), so callers treat a failure as
+    /// a log line, never as a reason to fail the delivery.
+    fn count_duplicate(&self, now: u64) -> impl Future<Output = Result<(), DedupError>> + Send;
+
+    /// Duplicates counted in the hours that start in `[from, to)`.
+    fn duplicates_between(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> impl Future<Output = Result<u64, DedupError>> + Send;
+}
+
+/// The key of the duplicate counter of the hour holding `unix`: `#duplicates#<hour number>`. Event ids
+/// are `evt_` and alphanumerics, so it can never be one.
+pub fn duplicate_counter_key(unix: u64) -> String {
+    format!("#duplicates#{}", unix / 3600)
+}
+
+/// The hours (as counter keys) that start in `[from, to)`.
+fn counter_keys(from: u64, to: u64) -> Vec<String> {
+    (from.div_ceil(3600)..to.div_ceil(3600))
+        .map(|hour| duplicate_counter_key(hour * 3600))
+        .collect()
 }
 
 /// Whether a record leaves the event free to claim at `now`.

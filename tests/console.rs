@@ -1,0 +1,339 @@
+//! The console (`stripe-webhooks console`): its JSON API after a scripted history sent through the
+//! receiver and the processor, and the page in a real headless Chromium.
+
+use std::{collections::HashSet, sync::Arc};
+
+use integration_tests::*;
+use receiver::handler::handle as receive;
+use serde_json::Value;
+use stripe_pipeline::{billing::DynamoBillingStore, signature::unix_now};
+use stripe_webhooks::{console::Console, sqs::Queue};
+
+/// A history of today: what each event is, so expectations are computed from it, not typed in.
+struct History {
+    bodies: Vec<Vec<u8>>,
+    due_soon: i64,
+}
+
+fn event(fixture_name: &str, edit: impl FnOnce(&mut Value)) -> Vec<u8> {
+    let mut event: Value =
+        serde_json::from_slice(&with_event_id(&fixture(fixture_name), &unique_event_id())).unwrap();
+    event["created"] = (unix_now() as i64 - 60).into();
+    edit(&mut event["data"]["object"]);
+    serde_json::to_vec(&event).unwrap()
+}
+
+fn history() -> History {
+    let now = unix_now() as i64;
+    let paid = |amount: i64, currency: &str| {
+        let currency = currency.to_owned();
+        event("payment_intent.succeeded", move |o| {
+            o["amount"] = amount.into();
+            o["amount_received"] = amount.into();
+            o["currency"] = currency.into();
+        })
+    };
+    let dispute = |due_by: i64| {
+        event("charge.dispute.created", move |o| {
+            o["id"] = format!("dp_{:016x}", fastrand::u64(..)).into();
+            o["evidence_details"]["due_by"] = due_by.into();
+        })
+    };
+    History {
+        bodies: vec![
+            paid(1000, "usd"),
+            paid(2550, "usd"),
+            paid(500, "jpy"),
+            paid(1500, "kwd"),
+            event("payment_intent.payment_failed", |_| {}),
+            event("payment_intent.payment_failed", |_| {}),
+            event("charge.failed", |_| {}),
+            dispute(now + 10 * 86_400),
+            dispute(now + 3 * 86_400 + 3600),
+            event("customer.subscription.updated", |_| {}),
+            event("customer.created", |_| {}),
+        ],
+        due_soon: now + 3 * 86_400 + 3600,
+    }
+}
+
+/// Sends the history through the receiver (the first event twice: one duplicate) and processes it.
+async fn run_history(resources: &Resources, history: &History) {
+    let receiver = receiver_app(resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    for body in history
+        .bodies
+        .iter()
+        .chain(std::iter::once(&history.bodies[0]))
+    {
+        let status = receive(&receiver, signed_now(body)).await.unwrap().status();
+        assert_eq!(status, 200);
+    }
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), history.bodies.len());
+    let app = processor_app(resources, None).await;
+    // One at a time, so the feed's order is the order they were processed in.
+    for message in messages {
+        assert!(process_batch(&app, vec![message]).await.is_empty());
+    }
+}
+
+struct RunningConsole {
+    base: String,
+    token: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RunningConsole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn console(resources: &Resources) -> RunningConsole {
+    let dynamodb = dynamodb(&dynamodb_endpoint()).await;
+    let sqs = sqs(&sqs_endpoint()).await;
+    let token = stripe_webhooks::console::new_token();
+    let console = Arc::new(Console {
+        dynamodb: dynamodb.clone(),
+        billing_table: resources.billing_table.clone(),
+        dedup: stripe_pipeline::dedup::DynamoDedupStore::new(
+            dynamodb.clone(),
+            &resources.dedup_table,
+            TTL,
+            LEASE,
+        ),
+        billing: DynamoBillingStore::new(dynamodb, &resources.billing_table),
+        event_queue: Queue::new(sqs.clone(), &resources.event_queue_url),
+        dead_letters: Queue::new(sqs, &resources.dead_letter_queue_url),
+        stripe: None,
+        time_zone: jiff::tz::TimeZone::UTC,
+        time_zone_name: "UTC".to_owned(),
+        environment: "integration <test>".to_owned(),
+        token: token.clone(),
+        sqs_max_message_bytes: 256 * 1024,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, stripe_webhooks::console::router(console))
+            .await
+            .expect("console serves");
+    });
+    RunningConsole { base, token, task }
+}
+
+async fn get(console: &RunningConsole, path: &str) -> Value {
+    let response = reqwest::get(format!("{}{path}", console.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+fn ids(events: &Value) -> Vec<String> {
+    events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn event_ids(history: &History) -> Vec<String> {
+    history
+        .bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_slice::<Value>(b).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_api_lists_filters_pages_and_totals_a_scripted_day() {
+    let resources = Resources::create();
+    let history = history();
+    run_history(&resources, &history).await;
+    // One poisoned message waits in the dead-letter queue.
+    sqs(&sqs_endpoint())
+        .await
+        .send_message()
+        .queue_url(&resources.dead_letter_queue_url)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    let console = console(&resources).await;
+
+    // Newest first: the order processed, reversed.
+    let all = get(&console, "/api/events?limit=100").await;
+    let mut expected = event_ids(&history);
+    let listed = ids(&all);
+    assert_eq!(listed.len(), expected.len());
+    let recorded: Vec<i64> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["recorded_at"].as_i64().unwrap())
+        .collect();
+    assert!(recorded.windows(2).all(|w| w[0] >= w[1]), "{recorded:?}");
+    expected.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected);
+    assert!(all["next_cursor"].is_null());
+    let card = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["currency"] == "kwd")
+        .unwrap();
+    assert_eq!(
+        (card["amount_display"].as_str(), card["outcome"].as_str()),
+        (Some("1.500 KWD"), Some("succeeded"))
+    );
+
+    // Filters.
+    let failed = get(&console, "/api/events?outcome=failed").await;
+    let types: Vec<&str> = failed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 3, "{types:?}");
+    assert!(types.iter().all(|t| t.ends_with("failed")));
+    let disputes = get(&console, "/api/events?type=charge.dispute.created").await;
+    assert_eq!(ids(&disputes).len(), 2);
+    assert!(disputes["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["outcome"] == "disputed"));
+    let unknown = get(&console, "/api/events?outcome=unknown").await;
+    assert_eq!(
+        ids(&unknown).len(),
+        2,
+        "subscription.updated and customer.created"
+    );
+
+    // Pages of 4: 4, 4, 3, each once, in the same order as the single page.
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = get(&console, &format!("/api/events?limit=4&cursor={cursor}")).await;
+        sizes.push(ids(&page).len());
+        paged.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.replace('|', "%7C").replace('#', "%23"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [4, 4, 3]);
+    assert_eq!(paged, listed);
+
+    // Today's totals, computed from the history.
+    let summary = get(&console, "/api/summary").await;
+    let succeeded: HashSet<(String, i64)> = summary["succeeded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["currency"].as_str().unwrap().to_owned(),
+                s["amount"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: HashSet<(String, i64)> = [("usd", 3550), ("jpy", 500), ("kwd", 1500)]
+        .map(|(c, a)| (c.to_owned(), a))
+        .into();
+    assert_eq!(succeeded, expected);
+    assert_eq!(
+        summary["failed"], 2,
+        "payment attempts, not each event of one decline"
+    );
+    assert_eq!(summary["open_disputes"]["count"], 2);
+    assert_eq!(summary["open_disputes"]["nearest_due_by"], history.due_soon);
+    assert!(summary["open_disputes"]["nearest_display"]
+        .as_str()
+        .unwrap()
+        .ends_with("(3 days left)"));
+    assert_eq!(summary["dlq"], 1);
+    assert_eq!(
+        summary["deduplicated"], 1,
+        "the first event was delivered twice"
+    );
+
+    // One event's detail: what status says, and the feed record.
+    let first = &event_ids(&history)[0];
+    let detail = get(&console, &format!("/api/events/{first}")).await;
+    assert_eq!(detail["intake"]["state"], "enqueued");
+    assert!(detail["applied_display"].is_string());
+    assert_eq!(detail["record"]["amount_display"], "10.00 USD");
+}
+
+#[tokio::test]
+async fn actions_need_the_page_token_and_redrive_moves_the_dead_letters() {
+    let resources = Resources::create();
+    let sqs = sqs(&sqs_endpoint()).await;
+    sqs.send_message()
+        .queue_url(&resources.dead_letter_queue_url)
+        .message_body("{}")
+        .send()
+        .await
+        .unwrap();
+    let console = console(&resources).await;
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: Option<&str>| {
+        let mut request = http
+            .post(format!("{}{path}", console.base))
+            .header("content-type", "application/json")
+            .body("{}");
+        if let Some(token) = token {
+            request = request.header("x-console-token", token);
+        }
+        request.send()
+    };
+    for path in ["/api/events/evt_1/replay", "/api/events/evt_1/redrive"] {
+        assert_eq!(post(path, None).await.unwrap().status(), 403, "{path}");
+        assert_eq!(
+            post(path, Some("0123")).await.unwrap().status(),
+            403,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        get(&console, "/api/summary").await["dlq"],
+        1,
+        "nothing moved without the token"
+    );
+    // The page carries the token; the page itself is served to anyone on 127.0.0.1.
+    let page = reqwest::get(&console.base)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&console.token));
+    assert!(
+        page.contains("integration &lt;test&gt;"),
+        "the label is escaped"
+    );
+    let replay = post("/api/events/evt_1/replay", Some(&console.token))
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 409, "no Stripe API key: replay says why");
+    let redrive = post("/api/events/evt_1/redrive", Some(&console.token))
+        .await
+        .unwrap();
+    assert_eq!(redrive.status(), 200);
+    assert!(redrive.text().await.unwrap().contains("moved 1 message"));
+    assert_eq!(get(&console, "/api/summary").await["dlq"], 0);
+    let moved = drain(&sqs, &resources.event_queue_url).await;
+    assert_eq!(moved.len(), 1);
+}
