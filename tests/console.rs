@@ -337,3 +337,203 @@ async fn actions_need_the_page_token_and_redrive_moves_the_dead_letters() {
     let moved = drain(&sqs, &resources.event_queue_url).await;
     assert_eq!(moved.len(), 1);
 }
+
+/// chromedriver on a free port, stopped when dropped.
+struct ChromeDriver {
+    process: std::process::Child,
+    url: String,
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+fn browser_binaries() -> (String, String) {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let driver =
+        std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
+    for path in [&chromium, &driver] {
+        assert!(
+            std::path::Path::new(path).exists(),
+            "{path} not found: the console's browser test needs Debian's chromium and chromium-driver \
+             (`make setup` installs them with apt; or set CHROMIUM and CHROMEDRIVER)"
+        );
+    }
+    (chromium, driver)
+}
+
+async fn chromedriver(binary: &str) -> ChromeDriver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let process = std::process::Command::new(binary)
+        .arg(format!("--port={port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/status")).await.is_ok() {
+            return ChromeDriver { process, url };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not answer on {url}");
+}
+
+/// Polls `check` until it holds (the page polls its API every 500 ms here), up to 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, fantoccini::error::CmdError>>,
+{
+    for _ in 0..200 {
+        if check().await.unwrap_or(false) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the page never showed {what}");
+}
+
+#[tokio::test]
+async fn the_page_in_headless_chromium_shows_cards_colours_summary_and_filters() {
+    use fantoccini::Locator;
+    let (chromium, driver_binary) = browser_binaries();
+    let resources = Resources::create();
+    let history = history();
+    run_history(&resources, &history).await;
+    let console = console(&resources).await;
+    let driver = chromedriver(&driver_binary).await;
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+        }),
+    );
+    // chromedriver speaks plain HTTP on 127.0.0.1: no TLS client needed.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = fantoccini::ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+    browser
+        .goto(&format!("{}/?poll=500", console.base))
+        .await
+        .unwrap();
+
+    // A card per event, newest first.
+    let count = history.bodies.len();
+    eventually("every card", || async {
+        Ok(browser.find_all(Locator::Css("article.card")).await?.len() == count)
+    })
+    .await;
+    let shown: Vec<String> = {
+        let mut ids = Vec::new();
+        for card in browser
+            .find_all(Locator::Css("article.card"))
+            .await
+            .unwrap()
+        {
+            ids.push(card.attr("data-event-id").await.unwrap().unwrap());
+        }
+        ids
+    };
+    let api = get(&console, "/api/events?limit=100").await;
+    assert_eq!(shown, ids(&api), "the page's order is the API's");
+
+    // Colour-coded by outcome (WebDriver reports computed colours as rgba).
+    for (outcome, colour) in [
+        ("succeeded", "rgba(22, 163, 74, 1)"),
+        ("failed", "rgba(220, 38, 38, 1)"),
+        ("disputed", "rgba(234, 88, 12, 1)"),
+        ("unknown", "rgba(107, 114, 128, 1)"),
+    ] {
+        let card = browser
+            .find(Locator::Css(&format!(
+                "article.card[data-outcome='{outcome}']"
+            )))
+            .await
+            .unwrap();
+        assert_eq!(
+            card.css_value("border-left-color").await.unwrap(),
+            colour,
+            "{outcome}"
+        );
+    }
+
+    // Today's summary, as computed from the history.
+    let value = |selector: &'static str| {
+        let browser = browser.clone();
+        async move {
+            browser
+                .find(Locator::Css(selector))
+                .await?
+                .attr("data-value")
+                .await
+                .map(Option::unwrap_or_default)
+        }
+    };
+    eventually("the summary", || async {
+        Ok(value("#summary-failed").await? == "2")
+    })
+    .await;
+    assert_eq!(
+        value("#summary-succeeded .amount[data-currency='usd']")
+            .await
+            .unwrap(),
+        "3550"
+    );
+    assert_eq!(
+        value("#summary-succeeded .amount[data-currency='jpy']")
+            .await
+            .unwrap(),
+        "500"
+    );
+    assert_eq!(value("#summary-disputes").await.unwrap(), "2");
+    assert_eq!(value("#summary-dlq").await.unwrap(), "0");
+    assert_eq!(value("#summary-deduplicated").await.unwrap(), "1");
+    let usd = browser
+        .find(Locator::Css(
+            "#summary-succeeded .amount[data-currency='usd']",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(usd.contains("35.50 USD"), "{usd}");
+
+    // The screenshot the README shows (written under target/, copied to docs/ by hand).
+    let screenshot = browser.screenshot().await.unwrap();
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+    let _ = std::fs::write(format!("{target}/console.png"), screenshot);
+
+    // Filter by outcome: only the failures remain.
+    browser
+        .find(Locator::Css("#filter-outcome"))
+        .await
+        .unwrap()
+        .select_by_value("failed")
+        .await
+        .unwrap();
+    eventually("only failures", || async {
+        let cards = browser.find_all(Locator::Css("article.card")).await?;
+        let mut outcomes = Vec::new();
+        for card in &cards {
+            outcomes.push(card.attr("data-outcome").await?.unwrap_or_default());
+        }
+        Ok(outcomes.len() == 3 && outcomes.iter().all(|o| o == "failed"))
+    })
+    .await;
+    browser.close().await.unwrap();
+}
