@@ -10,6 +10,7 @@ TEMPLATE ?= template.yaml
 SAM_CONFIG ?= infra/samconfig.toml
 DEPLOY_ENV ?= default
 TEST_ARGS ?=
+CONSOLE_ARGS ?=
 DEV_PORT ?= 9000
 DYNAMODB_PORT ?= 8000
 MOTO_PORT ?= 5050
@@ -23,7 +24,7 @@ export DEV_PORT DYNAMODB_PORT MOTO_PORT
 export SAM_CLI_TELEMETRY := 0
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help setup emulators emulators-stop emulators-status dev test lint lint-rust lint-infra check-infra build deploy
+.PHONY: help setup emulators emulators-stop emulators-status dev console test lint lint-rust lint-infra check-infra build deploy
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +43,9 @@ emulators-status: ## say whether the emulators answer
 
 dev: ## run both functions under `cargo lambda watch` against the emulators (Ctrl-C stops)
 	bash infra/dev.sh
+
+console: ## the payments console on http://127.0.0.1:8787/ for the `make dev` tables (Ctrl-C stops)
+	cargo run --quiet -p stripe-webhooks -- --env-file .local/dev.env console $(CONSOLE_ARGS)
 
 test: ## cargo test --workspace against the emulators (starts them if needed)
 	bash infra/test.sh $(TEST_ARGS)

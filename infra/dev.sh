@@ -90,7 +90,7 @@ env_file=$STATE/dev.env
 {
   sed -E "s/^export ([A-Za-z_][A-Za-z0-9_]*)=(.*)$/\1=\2/" <<<"$resources"
   echo "STRIPE_WEBHOOK_SECRET='$STRIPE_WEBHOOK_SECRET'"
-  for var in AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_SECRETS_MANAGER \
+  for var in AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_SECRETS_MANAGER AWS_ENDPOINT_URL_SESV2 \
     AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_EC2_METADATA_DISABLED; do
     echo "$var='${!var}'"
   done
@@ -134,6 +134,8 @@ cat >&2 <<EOF
   What became of it, and the dead-letter queue:
     $cli_shown --env-file .local/dev.env status <evt_id>
     $cli_shown --env-file .local/dev.env dlq list
+  The console (today's payments, failures, disputes, DLQ), on http://127.0.0.1:8787/:
+    make console
 
 EOF
 

@@ -887,8 +887,11 @@ async fn run_console(args: ConsoleArgs) -> Result<ExitCode, CliError> {
         Err(CliError::NoApiKey) => None,
         Err(error) => return Err(error),
     };
-    let environment = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(endpoint) if endpoint.contains("127.0.0.1") || endpoint.contains("localhost") => {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .unwrap_or_default();
+    let environment = match endpoint {
+        endpoint if endpoint.contains("127.0.0.1") || endpoint.contains("localhost") => {
             "local emulators".to_owned()
         }
         _ => format!(
