@@ -20,11 +20,15 @@ EVENT_QUEUE_URL). Secrets (AWS::SecretsManager::Secret) are created only with --
 Resources under a Condition exist only when it holds: with --param StripeEventSourceName=aws.partner/...
 (the Amazon EventBridge ingress) the rule's dead-letter queue is created too
 (STRIPE_EVENT_RULE_DEAD_LETTER_QUEUE_URL); the event bus, rule and queue policies are not emulated.
+A table that already exists (a long-lived dev- table) gets the global secondary indexes the template
+added since it was created. With --param NotificationEmailFrom=ADDRESS, that sender is made an SES
+email identity in moto (SES refuses unverified senders, and moto does too).
 
 Endpoints: AWS_ENDPOINT_URL_DYNAMODB (default http://127.0.0.1:8000), AWS_ENDPOINT_URL_SQS and
-AWS_ENDPOINT_URL_SECRETS_MANAGER (default http://127.0.0.1:5050); AWS_REGION (default us-east-1);
-dummy credentials unless AWS_ACCESS_KEY_ID is set. Only loopback endpoints are accepted, so a
-stray environment can never point this at a real AWS account.
+AWS_ENDPOINT_URL_SECRETS_MANAGER (default http://127.0.0.1:5050), AWS_ENDPOINT_URL_SESV2 (default:
+the SQS endpoint, i.e. moto); AWS_REGION (default us-east-1); dummy credentials unless
+AWS_ACCESS_KEY_ID is set. Only loopback endpoints are accepted, so a stray environment can never
+point this at a real AWS account.
 
 Kept to botocore + PyYAML imports: the tests call it once per test.
 """
@@ -54,6 +58,8 @@ ACCOUNT_ID = "123456789012"  # moto's default account; used for AWS::AccountId a
 TABLE = "AWS::DynamoDB::Table"
 QUEUE = "AWS::SQS::Queue"
 SECRET = "AWS::SecretsManager::Secret"
+# The parameter naming the SES sender of notification emails (empty: no email).
+EMAIL_SENDER_PARAMETER = "NotificationEmailFrom"
 
 # CloudFormation property -> SQS attribute. Attributes that the API expects as a JSON string.
 QUEUE_ATTRIBUTES = (
@@ -380,10 +386,13 @@ def _fallback_env_name(logical_id: str, suffix: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # AWS clients (botocore directly: importing boto3 costs time for nothing here)
 
+# service -> (variables tried in order, default, what answers there). SES has no variable of its own in
+# infra/emulators.sh: it is the moto server that serves SQS.
 _ENDPOINT_ENV = {
-    "dynamodb": ("AWS_ENDPOINT_URL_DYNAMODB", "http://127.0.0.1:8000", "DynamoDB Local"),
-    "sqs": ("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:5050", "moto (SQS)"),
-    "secretsmanager": ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "http://127.0.0.1:5050", "moto (Secrets Manager)"),
+    "dynamodb": (("AWS_ENDPOINT_URL_DYNAMODB",), "http://127.0.0.1:8000", "DynamoDB Local"),
+    "sqs": (("AWS_ENDPOINT_URL_SQS",), "http://127.0.0.1:5050", "moto (SQS)"),
+    "secretsmanager": (("AWS_ENDPOINT_URL_SECRETS_MANAGER",), "http://127.0.0.1:5050", "moto (Secrets Manager)"),
+    "sesv2": (("AWS_ENDPOINT_URL_SESV2", "AWS_ENDPOINT_URL_SQS"), "http://127.0.0.1:5050", "moto (SES)"),
 }
 _LOOPBACK = re.compile(r"^(localhost|127(\.\d{1,3}){3}|\[?::1\]?)$")
 
@@ -396,8 +405,9 @@ class Clients:
         self._session = None
 
     def endpoint(self, service: str) -> str:
-        var, default, _ = _ENDPOINT_ENV[service]
-        url = os.environ.get(var) or os.environ.get("AWS_ENDPOINT_URL") or default
+        variables, default, _ = _ENDPOINT_ENV[service]
+        var, url = next(((v, os.environ[v]) for v in (*variables, "AWS_ENDPOINT_URL") if os.environ.get(v)),
+                        (variables[0], default))
         host = urlparse(url).hostname or ""
         if not self.allow_remote and not _LOOPBACK.match(host):
             raise Fail(f"{var}={url} is not a loopback address; this script only talks to local "
@@ -489,12 +499,8 @@ def create_table(ctx: Context, clients: Clients, logical_id: str) -> dict:
         if _error_code(err) != "ResourceInUseException":
             raise
         table = _call(clients, "dynamodb", "describe_table", TableName=name)["Table"]
-    deadline = time.monotonic() + 30
-    while table.get("TableStatus") not in (None, "ACTIVE"):
-        if time.monotonic() > deadline:
-            raise Fail(f"table {name} stayed {table['TableStatus']}")
-        time.sleep(0.1)
-        table = _call(clients, "dynamodb", "describe_table", TableName=name)["Table"]
+    table = _wait_until_active(clients, name, table)
+    table = _add_missing_indexes(clients, spec["create"], table)
     if spec["ttl"] is not None:
         current = _call(clients, "dynamodb", "describe_time_to_live", TableName=name)["TimeToLiveDescription"]
         enabled = current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")
@@ -507,6 +513,50 @@ def create_table(ctx: Context, clients: Clients, logical_id: str) -> dict:
     ctx.physical[logical_id] = {"Ref": name, "Arn": table["TableArn"],
                                 "StreamArn": table.get("LatestStreamArn", "")}
     return ctx.physical[logical_id]
+
+
+def _wait_until_active(clients: Clients, name: str, table: dict) -> dict:
+    """The table's description once it and every global secondary index on it are ACTIVE."""
+
+    def busy(table: dict) -> list[str]:
+        states = [f"table {table.get('TableStatus')}"] if table.get("TableStatus") not in (None, "ACTIVE") else []
+        states += [f"index {i['IndexName']} {i.get('IndexStatus')}"
+                   for i in table.get("GlobalSecondaryIndexes", [])
+                   if i.get("IndexStatus") not in (None, "ACTIVE")]
+        return states
+
+    deadline = time.monotonic() + 30
+    while busy(table):
+        if time.monotonic() > deadline:
+            hint = ""
+            if any(i.get("IndexStatus") == "CREATING" for i in table.get("GlobalSecondaryIndexes", [])):
+                # DynamoDB Local runs index builds and TTL deletion on one pool of 10 threads, and each
+                # table with TTL on keeps one for good: after a few such tables (any test run makes
+                # some), an index added to an existing table is never built.
+                hint = ("; DynamoDB Local cannot build an index added to an existing table once a few tables "
+                        "with TTL exist (its background threads are all taken). Its data is in memory only: "
+                        "restart it (infra/emulators.sh stop, then start), or delete this table "
+                        f"(infra/resources.py delete --prefix {name.rsplit('-', 1)[0]}) and run create again")
+            raise Fail(f"table {name}: {', '.join(busy(table))} after 30 s{hint}")
+        time.sleep(0.1)
+        table = _call(clients, "dynamodb", "describe_table", TableName=name)["Table"]
+    return table
+
+
+def _add_missing_indexes(clients: Clients, create: dict, table: dict) -> dict:
+    """Adds the template's global secondary indexes that an existing table lacks (a table created
+    before the template declared them), one UpdateTable each as DynamoDB requires, waiting for each
+    to become ACTIVE. An index that exists under the same name is left as it is."""
+    name = create["TableName"]
+    for index in create.get("GlobalSecondaryIndexes", []):
+        if any(i["IndexName"] == index["IndexName"] for i in table.get("GlobalSecondaryIndexes", [])):
+            continue
+        _call(clients, "dynamodb", "update_table", TableName=name,
+              AttributeDefinitions=create["AttributeDefinitions"],
+              GlobalSecondaryIndexUpdates=[{"Create": index}])
+        table = _wait_until_active(clients, name,
+                                   _call(clients, "dynamodb", "describe_table", TableName=name)["Table"])
+    return table
 
 
 def delete_table(ctx: Context, clients: Clients, logical_id: str) -> bool:
@@ -668,6 +718,25 @@ def delete_secret(ctx: Context, clients: Clients, logical_id: str) -> bool:
         raise
 
 
+# --------------------------------------------------------------------------------------------------
+# SES (moto): the notification sender, when the template's parameter names one
+
+
+def email_sender(ctx: Context) -> str | None:
+    """The template's notification sender as resolved (--param or Default); None when empty."""
+    if EMAIL_SENDER_PARAMETER not in ctx.parameters:
+        return None
+    return str(ctx.ref(EMAIL_SENDER_PARAMETER) or "") or None
+
+
+def create_email_identity(clients: Clients, address: str) -> None:
+    try:
+        _call(clients, "sesv2", "create_email_identity", EmailIdentity=address)
+    except _client_error() as err:
+        if _error_code(err) != "AlreadyExistsException":
+            raise
+
+
 def function_env(ctx: Context) -> dict[str, str]:
     """The functions' environment variables (Globals and each function), resolved locally.
 
@@ -713,6 +782,9 @@ def cmd_create(ctx: Context, clients: Clients, args) -> int:
         for logical_id in selected(ctx, (SECRET,)):
             create_secret(ctx, clients, logical_id, args.secret_value)
             env[names.get(logical_id) or _fallback_env_name(logical_id, "_ARN")] = ctx.physical[logical_id]["Ref"]
+    sender = email_sender(ctx)
+    if sender is not None:
+        create_email_identity(clients, sender)
     if args.with_function_env:
         for key, value in function_env(ctx).items():
             env.setdefault(key, value)
@@ -788,7 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ctx = Context(load_template(args.template), args.prefix, region, dict(args.param))
         clients = Clients(region, args.allow_remote)
-        for service in ("dynamodb", "sqs"):  # refuse a non-local endpoint before touching anything
+        # Refuse a non-local endpoint before touching anything.
+        for service in ("dynamodb", "sqs", *(("sesv2",) if email_sender(ctx) else ())):
             clients.endpoint(service)
         return {"create": cmd_create, "delete": cmd_delete, "describe": cmd_describe}[args.command](ctx, clients, args)
     except Fail as err:

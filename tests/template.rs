@@ -3,15 +3,17 @@
 //! check that the two agree: keys, indexes, TTL, billing mode, queue redrive, visibility timeout,
 //! retention, encryption flag. They read the template on their own (a small YAML read, not
 //! resources.py's reader) and ask DynamoDB Local and the SQS emulator through the AWS SDK what exists.
-//! They also check the template's own invariants that the code relies on, and the wiring of the
+//! They also check the template's own invariants that the code relies on, the optional features'
+//! IAM grants (each only when its parameter is set, and only on what it names), and the wiring of the
 //! optional Amazon EventBridge ingress (a partner event bus whose rule feeds the same event queue).
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use aws_sdk_dynamodb::types::{AttributeValue, IndexStatus, ProjectionType, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{dynamodb, dynamodb_endpoint, repo_root, sqs, sqs_endpoint, Resources};
 use serde_norway::Value;
-use stripe_pipeline::{billing, config};
+use stripe_pipeline::{billing, config, feed};
 
 /// The condition every resource of the EventBridge ingress carries: StripeEventSourceName is set.
 const INGRESS_CONDITION: &str = "HasStripeEventSource";
@@ -568,6 +570,165 @@ fn tables_have_the_keys_and_ttl_the_code_uses() {
 }
 
 #[test]
+fn billing_table_has_the_feed_index_and_ttl_the_code_uses() {
+    let template = Template::load();
+    // shared/src/feed.rs: feed records are queried through the ByFeed GSI, newest first, and expire
+    // on expires_at.
+    let indexes = template
+        .property("BillingTable", "GlobalSecondaryIndexes")
+        .as_sequence()
+        .expect("BillingTable: GlobalSecondaryIndexes is a list");
+    let by_feed: Vec<&Value> = indexes
+        .iter()
+        .filter(|index| index["IndexName"].as_str() == Some(feed::INDEX))
+        .collect();
+    assert_eq!(by_feed.len(), 1, "BillingTable: one index {}", feed::INDEX);
+    let by_feed = by_feed[0];
+    assert_eq!(
+        Template::key_schema(&by_feed["KeySchema"]),
+        [
+            (feed::PARTITION.to_owned(), "HASH".to_owned()),
+            (feed::SORT.to_owned(), "RANGE".to_owned())
+        ],
+        "{}: keys",
+        feed::INDEX
+    );
+    assert_eq!(
+        by_feed["Projection"]["ProjectionType"].as_str(),
+        Some("ALL"),
+        "{}: a feed card needs the whole record",
+        feed::INDEX
+    );
+    assert_eq!(
+        template.string(template.property("BillingTable", "BillingMode")),
+        "PAY_PER_REQUEST"
+    );
+    assert!(
+        by_feed["ProvisionedThroughput"].is_null(),
+        "{}: on-demand, so no throughput",
+        feed::INDEX
+    );
+    let definitions =
+        attribute_definitions(template.property("BillingTable", "AttributeDefinitions"));
+    for key in [feed::PARTITION, feed::SORT] {
+        assert!(
+            definitions.contains(&(key.to_owned(), "S".to_owned())),
+            "BillingTable: {key} is defined as a string"
+        );
+    }
+
+    // Only feed records carry expires_at; billing state and the per-event markers never do.
+    let ttl = template.property("BillingTable", "TimeToLiveSpecification");
+    assert_eq!(
+        ttl["AttributeName"].as_str(),
+        Some(feed::EXPIRES_AT),
+        "BillingTable: TTL attribute"
+    );
+    assert_eq!(
+        template.string(&ttl["Enabled"]),
+        "true",
+        "BillingTable: TTL"
+    );
+
+    // The processor writes feed records with the rest of an event's transaction.
+    assert!(
+        template.grants("ProcessorRole").iter().any(|grant| {
+            grant.condition.is_none()
+                && grant.allows("dynamodb:PutItem")
+                && grant.resources.iter().any(|r| {
+                    matches!(r, Value::Tagged(t) if t.tag == "GetAtt"
+                        && t.value.as_str() == Some("BillingTable.Arn"))
+                })
+        }),
+        "ProcessorRole: dynamodb:PutItem on BillingTable"
+    );
+}
+
+#[tokio::test]
+async fn emulator_billing_table_serves_the_feed_index_newest_first() {
+    // GIVEN the billing table resources.py creates
+    let resources = Resources::create();
+    let client = dynamodb(&dynamodb_endpoint()).await;
+    let table = client
+        .describe_table()
+        .table_name(&resources.billing_table)
+        .send()
+        .await
+        .expect("describe_table")
+        .table
+        .expect("table description");
+
+    // THEN it has the feed index, built, and TTL on expires_at
+    let index = table
+        .global_secondary_indexes()
+        .iter()
+        .find(|index| index.index_name() == Some(feed::INDEX))
+        .unwrap_or_else(|| panic!("{}: no index {}", resources.billing_table, feed::INDEX));
+    assert_eq!(
+        sdk_key_schema(index.key_schema()),
+        [
+            (feed::PARTITION.to_owned(), "HASH".to_owned()),
+            (feed::SORT.to_owned(), "RANGE".to_owned())
+        ]
+    );
+    assert_eq!(
+        index.projection().and_then(|p| p.projection_type()),
+        Some(&ProjectionType::All)
+    );
+    assert_eq!(index.index_status(), Some(&IndexStatus::Active));
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(&resources.billing_table)
+        .send()
+        .await
+        .expect("describe_time_to_live")
+        .time_to_live_description
+        .expect("TTL description");
+    assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
+    assert_eq!(ttl.attribute_name(), Some(feed::EXPIRES_AT));
+
+    // AND a query of one day's partition returns that day's feed records, newest first, and
+    // nothing without feed keys (a per-event marker)
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let day = "DAY#2026-11-24";
+    let items = [
+        ("FEED#evt_old", Some("0001764000000#evt_old")),
+        ("FEED#evt_new", Some("0001764000100#evt_new")),
+        ("EVENT#evt_new", None),
+    ];
+    for (pk, sort) in items {
+        let mut put = client
+            .put_item()
+            .table_name(&resources.billing_table)
+            .item(billing::attr::PK, s(pk))
+            .item(billing::attr::SK, s("FEED"));
+        if let Some(sort) = sort {
+            put = put
+                .item(feed::PARTITION, s(day))
+                .item(feed::SORT, s(sort))
+                .item(feed::EXPIRES_AT, AttributeValue::N("1800000000".into()));
+        }
+        put.send().await.expect("put_item");
+    }
+    let found: Vec<String> = client
+        .query()
+        .table_name(&resources.billing_table)
+        .index_name(feed::INDEX)
+        .key_condition_expression("#p = :p")
+        .expression_attribute_names("#p", feed::PARTITION)
+        .expression_attribute_values(":p", s(day))
+        .scan_index_forward(false)
+        .send()
+        .await
+        .expect("query the feed index")
+        .items()
+        .iter()
+        .filter_map(|item| item.get(billing::attr::PK)?.as_s().ok().cloned())
+        .collect();
+    assert_eq!(found, ["FEED#evt_new", "FEED#evt_old"]);
+}
+
+#[test]
 fn functions_get_only_environment_variables_the_code_reads() {
     let template = Template::load();
     let receiver: BTreeSet<String> = [
@@ -590,12 +751,383 @@ fn functions_get_only_environment_variables_the_code_reads() {
         config::SLACK_WEBHOOK_SECRET_ARN,
         // For the handlers' optional re-fetch from the Stripe API (the processor issue).
         "STRIPE_API_KEY_SECRET_ARN",
+        config::NOTIFICATION_ROUTES_SECRET_ARN,
+        config::NOTIFICATION_EMAIL_FROM,
+        // The feed records' TTL.
+        config::DEDUP_TTL_SECS,
         config::METRICS_NAMESPACE,
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
     assert_eq!(template.environment("ProcessorFunction"), processor);
+}
+
+#[test]
+fn processor_gets_the_feed_ttl_and_the_notification_sender() {
+    let template = Template::load();
+    let variable = |function: &str, name: &str| -> Value {
+        template.property(function, "Environment")["Variables"][name].clone()
+    };
+
+    // Feed records live as long as the receiver remembers an event id: the same value.
+    let receiver_ttl = variable("ReceiverFunction", config::DEDUP_TTL_SECS);
+    assert_eq!(ref_to(&receiver_ttl), Some("DedupTtlSecs"));
+    assert_eq!(
+        variable("ProcessorFunction", config::DEDUP_TTL_SECS),
+        receiver_ttl,
+        "the processor's {} is the receiver's",
+        config::DEDUP_TTL_SECS
+    );
+
+    // The sender, only when given. config.rs reads a set-but-empty variable as unset, so a plain
+    // !Ref would do too; the template leaves it out, as it does the optional secret ARNs.
+    let sender = variable("ProcessorFunction", config::NOTIFICATION_EMAIL_FROM);
+    let given = match if_or_no_value(&sender) {
+        Some((condition, value)) => {
+            assert_parameter_set(&template, condition, EMAIL_PARAMETER);
+            value
+        }
+        None => &sender,
+    };
+    assert_eq!(ref_to(given), Some(EMAIL_PARAMETER));
+    let parameter = &template.root["Parameters"][EMAIL_PARAMETER];
+    assert_eq!(
+        parameter["Default"].as_str(),
+        Some(""),
+        "no email by default"
+    );
+}
+
+// -------------------------------------------------------------------------------------------------
+// IAM: the optional features' grants exist only when their parameter is set, on what it names.
+
+/// The parameter naming the sender of notification emails.
+const EMAIL_PARAMETER: &str = "NotificationEmailFrom";
+/// The condition "NotificationEmailFrom is set".
+const EMAIL_CONDITION: &str = "HasNotificationEmailFrom";
+
+/// One statement of a role's inline policies.
+struct Grant<'a> {
+    /// The policy's name.
+    policy: String,
+    /// The condition the whole policy is under (`!If [Condition, policy, !Ref AWS::NoValue]`).
+    condition: Option<String>,
+    actions: Vec<String>,
+    resources: Vec<&'a Value>,
+}
+
+impl Grant<'_> {
+    /// Whether one of the statement's actions (IAM wildcards included) covers `action`.
+    fn allows(&self, action: &str) -> bool {
+        self.actions.iter().any(|pattern| glob(pattern, action))
+    }
+}
+
+/// IAM's action matching: case-insensitive, `*` any run of characters, `?` one character.
+fn glob(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((b'?', rest)) => !t.is_empty() && go(rest, &t[1..]),
+            Some((c, rest)) => {
+                t.first().is_some_and(|x| x.eq_ignore_ascii_case(c)) && go(rest, &t[1..])
+            }
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// `!If [Condition, value, !Ref AWS::NoValue]`: `(Condition, value)`.
+fn if_or_no_value(value: &Value) -> Option<(&str, &Value)> {
+    let Value::Tagged(tagged) = value else {
+        return None;
+    };
+    let parts = tagged.value.as_sequence()?;
+    if tagged.tag == "If" && parts.len() == 3 && ref_to(&parts[2]) == Some("AWS::NoValue") {
+        Some((parts[0].as_str()?, &parts[1]))
+    } else {
+        None
+    }
+}
+
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// Asserts that `condition` is `!Not [!Equals [!Ref parameter, ""]]`.
+fn assert_parameter_set(template: &Template, condition: &str, parameter: &str) {
+    let expected = format!("{condition} should be !Not [!Equals [!Ref {parameter}, \"\"]]");
+    let Value::Tagged(not) = &template.root["Conditions"][condition] else {
+        panic!("{expected}");
+    };
+    let Value::Tagged(equals) = &not.value[0] else {
+        panic!("{expected}");
+    };
+    assert!(not.tag == "Not" && equals.tag == "Equals", "{expected}");
+    assert_eq!(ref_to(&equals.value[0]), Some(parameter), "{expected}");
+    assert_eq!(equals.value[1].as_str(), Some(""), "{expected}");
+}
+
+impl Template {
+    /// Every statement of a role's inline policies. A policy is a mapping, or a whole policy under
+    /// `!If [Condition, policy, !Ref AWS::NoValue]`; statements are Allow with literal actions.
+    fn grants(&self, role: &str) -> Vec<Grant<'_>> {
+        let mut grants = Vec::new();
+        let policies = self
+            .property(role, "Policies")
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{role}: Policies is a list"));
+        for item in policies {
+            let (condition, policy) = match if_or_no_value(item) {
+                Some((condition, policy)) => (Some(condition.to_owned()), policy),
+                None => {
+                    assert!(
+                        item.as_mapping().is_some(),
+                        "{role}: a policy is a mapping or !If [Condition, policy, !Ref AWS::NoValue], found {item:?}"
+                    );
+                    (None, item)
+                }
+            };
+            let name = policy["PolicyName"].as_str().expect("PolicyName");
+            let statements = policy["PolicyDocument"]["Statement"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{role}/{name}: Statement is a list"));
+            for statement in statements {
+                assert_eq!(
+                    statement["Effect"].as_str(),
+                    Some("Allow"),
+                    "{role}/{name}: Allow statements only"
+                );
+                let actions = one_or_many(&statement["Action"])
+                    .into_iter()
+                    .map(|a| {
+                        a.as_str()
+                            .unwrap_or_else(|| panic!("{role}/{name}: literal actions"))
+                            .to_owned()
+                    })
+                    .collect();
+                grants.push(Grant {
+                    policy: name.to_owned(),
+                    condition: condition.clone(),
+                    actions,
+                    resources: one_or_many(&statement["Resource"]),
+                });
+            }
+        }
+        grants
+    }
+}
+
+/// What an SES identity ARN in a grant names: `"sender"` for
+/// `!Sub arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/${NotificationEmailFrom}`,
+/// `"sender's domain"` when the identity is a Sub variable that is
+/// `!Select [1, !Split ["@", !Ref NotificationEmailFrom]]`; an error for anything else.
+fn ses_identity(resource: &Value) -> Result<&'static str, String> {
+    let Value::Tagged(sub) = resource else {
+        return Err(format!("not an identity ARN built with !Sub: {resource:?}"));
+    };
+    let (text, variables) = match &sub.value {
+        Value::String(text) if sub.tag == "Sub" => (text.as_str(), None),
+        Value::Sequence(parts) if sub.tag == "Sub" => (
+            parts[0].as_str().unwrap_or_default(),
+            parts.get(1).and_then(Value::as_mapping),
+        ),
+        _ => return Err(format!("not an identity ARN built with !Sub: {resource:?}")),
+    };
+    let identity = text
+        .strip_prefix("arn:${AWS::Partition}:ses:${AWS::Region}:${AWS::AccountId}:identity/")
+        .ok_or_else(|| format!("{text}: not an SES identity ARN of this account and region"))?;
+    if identity == format!("${{{EMAIL_PARAMETER}}}") {
+        return Ok("sender");
+    }
+    let variable = identity
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .ok_or_else(|| format!("{text}: the identity must be the sender or its domain"))?;
+    let value = variables
+        .and_then(|v| v.get(variable))
+        .ok_or_else(|| format!("{text}: ${{{variable}}} is not the sender or its domain"))?;
+    let is_domain = match value {
+        Value::Tagged(select) if select.tag == "Select" => {
+            select.value[0].as_u64() == Some(1)
+                && matches!(&select.value[1], Value::Tagged(split) if split.tag == "Split"
+                    && split.value[0].as_str() == Some("@")
+                    && ref_to(&split.value[1]) == Some(EMAIL_PARAMETER))
+        }
+        _ => false,
+    };
+    if is_domain {
+        Ok("sender's domain")
+    } else {
+        Err(format!(
+            "{text}: ${{{variable}}} should be !Select [1, !Split [\"@\", !Ref {EMAIL_PARAMETER}]]"
+        ))
+    }
+}
+
+#[test]
+fn email_may_be_sent_only_from_the_configured_sender_and_only_when_set() {
+    let template = Template::load();
+    assert_parameter_set(&template, EMAIL_CONDITION, EMAIL_PARAMETER);
+
+    let grants = template.grants("ProcessorRole");
+    let sending: Vec<&Grant<'_>> = grants
+        .iter()
+        .filter(|grant| grant.allows("ses:SendEmail"))
+        .collect();
+    assert!(
+        !sending.is_empty(),
+        "ProcessorRole: ses:SendEmail when {EMAIL_PARAMETER} is set"
+    );
+    for grant in sending {
+        let policy = &grant.policy;
+        assert_eq!(
+            grant.condition.as_deref(),
+            Some(EMAIL_CONDITION),
+            "{policy}: ses:SendEmail only under !If [{EMAIL_CONDITION}, ...]"
+        );
+        assert_eq!(
+            grant.actions,
+            ["ses:SendEmail"],
+            "{policy}: SendEmail alone"
+        );
+        assert!(
+            grant
+                .resources
+                .iter()
+                .all(|r| r.as_str().is_none_or(|s| !s.contains('*'))),
+            "{policy}: no wildcard resource"
+        );
+        let identities: Result<BTreeSet<&str>, String> =
+            grant.resources.iter().map(|r| ses_identity(r)).collect();
+        let identities = identities.unwrap_or_else(|e| panic!("{policy}: {e}"));
+        assert_eq!(
+            identities,
+            BTreeSet::from(["sender", "sender's domain"]),
+            "{policy}: the sender's identity and its domain's"
+        );
+        assert_eq!(
+            grant.resources.len(),
+            2,
+            "{policy}: those two identity ARNs, nothing else"
+        );
+    }
+
+    // No other SES action anywhere, and the receiver sends nothing.
+    for grant in &grants {
+        for action in &grant.actions {
+            let ses = action.to_ascii_lowercase().starts_with("ses:") || glob(action, "ses:Other");
+            assert!(
+                !ses || action == "ses:SendEmail",
+                "{}: {action}: the processor sends email, nothing else in SES",
+                grant.policy
+            );
+        }
+    }
+    assert!(
+        !template
+            .grants("ReceiverRole")
+            .iter()
+            .any(|grant| grant.allows("ses:SendEmail")),
+        "ReceiverRole: no SES"
+    );
+}
+
+#[test]
+fn optional_secrets_are_readable_only_when_given_and_only_those() {
+    let template = Template::load();
+    let grants = template.grants("ProcessorRole");
+    let optional = [
+        (
+            "SlackWebhookSecretArn",
+            "HasSlackWebhookSecret",
+            config::SLACK_WEBHOOK_SECRET_ARN,
+        ),
+        (
+            "StripeApiKeySecretArn",
+            "HasStripeApiKeySecret",
+            config::STRIPE_API_KEY_SECRET_ARN,
+        ),
+        (
+            "NotificationRoutesSecretArn",
+            "HasNotificationRoutesSecret",
+            config::NOTIFICATION_ROUTES_SECRET_ARN,
+        ),
+    ];
+    let variables = &template.property("ProcessorFunction", "Environment")["Variables"];
+    let arn_pattern = &template.root["Parameters"]["SlackWebhookSecretArn"]["AllowedPattern"];
+
+    for (parameter, condition, variable) in optional {
+        // Off by default, and only a full secret ARN when on.
+        let spec = &template.root["Parameters"][parameter];
+        assert_eq!(
+            spec["Default"].as_str(),
+            Some(""),
+            "{parameter}: off by default"
+        );
+        assert_eq!(
+            &spec["AllowedPattern"], arn_pattern,
+            "{parameter}: empty or a secret ARN"
+        );
+        assert_parameter_set(&template, condition, parameter);
+
+        // The processor gets the ARN only when it is given.
+        let (env_condition, value) = if_or_no_value(&variables[variable]).unwrap_or_else(|| {
+            panic!("{variable} should be !If [{condition}, !Ref {parameter}, !Ref AWS::NoValue]")
+        });
+        assert_eq!(env_condition, condition, "{variable}");
+        assert_eq!(ref_to(value), Some(parameter), "{variable}");
+
+        // And may read that secret, only then, and nothing else with that statement.
+        let reading: Vec<&Grant<'_>> = grants
+            .iter()
+            .filter(|grant| grant.resources.iter().any(|r| ref_to(r) == Some(parameter)))
+            .collect();
+        assert_eq!(
+            reading.len(),
+            1,
+            "ProcessorRole: one statement on {parameter}"
+        );
+        let grant = reading[0];
+        assert_eq!(
+            grant.condition.as_deref(),
+            Some(condition),
+            "{}: only under !If [{condition}, ...]",
+            grant.policy
+        );
+        assert_eq!(
+            grant.actions,
+            ["secretsmanager:GetSecretValue"],
+            "{}: read only",
+            grant.policy
+        );
+        assert_eq!(
+            grant.resources.len(),
+            1,
+            "{}: {parameter} alone",
+            grant.policy
+        );
+    }
+
+    // Every secret the processor may read is one of those (no wildcard, no other secret).
+    for grant in grants
+        .iter()
+        .filter(|grant| grant.allows("secretsmanager:GetSecretValue"))
+    {
+        for resource in &grant.resources {
+            assert!(
+                ref_to(resource).is_some_and(|r| optional.iter().any(|(p, _, _)| *p == r)),
+                "{}: reads {resource:?}",
+                grant.policy
+            );
+        }
+    }
 }
 
 // -------------------------------------------------------------------------------------------------
