@@ -365,6 +365,8 @@ fn browser_binaries() -> (String, String) {
     (chromium, driver)
 }
 
+// The child is killed and waited for by ChromeDriver's Drop, also when the test panics.
+#[allow(clippy::zombie_processes)]
 async fn chromedriver(binary: &str) -> ChromeDriver {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

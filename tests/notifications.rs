@@ -114,7 +114,7 @@ async fn each_event_type_reaches_its_channels_once_with_amounts_and_deadlines_pe
     .unwrap();
     let app = app_with(&resources, router).await;
     let due_by = unix_now() as i64 + 6 * 86_400 + 3600;
-    let batch = vec![
+    let batch = [
         message(
             "yen",
             &event("payment_intent.succeeded", |o| {

@@ -251,45 +251,9 @@ impl ProcessorConfig {
     /// Reads settings through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
-        let slack = match (
-            env.get(SLACK_WEBHOOK_URL),
-            env.get(SLACK_WEBHOOK_SECRET_ARN),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    var: SLACK_WEBHOOK_URL,
-                    reason: "set either it or SLACK_WEBHOOK_SECRET_ARN, not both",
-                })
-            }
-            (Some(url), None) => OptionalSecret::Value(url),
-            (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
-            (None, None) => OptionalSecret::Off,
-        };
-        let stripe_api_key = match (env.get(STRIPE_API_KEY), env.get(STRIPE_API_KEY_SECRET_ARN)) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    var: STRIPE_API_KEY,
-                    reason: "set either it or STRIPE_API_KEY_SECRET_ARN, not both",
-                })
-            }
-            (Some(key), None) => OptionalSecret::Value(key),
-            (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
-            (None, None) => OptionalSecret::Off,
-        };
-        let routes = match (
-            env.get(NOTIFICATION_ROUTES),
-            env.get(NOTIFICATION_ROUTES_SECRET_ARN),
-        ) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid {
-                    var: NOTIFICATION_ROUTES,
-                    reason: "set either it or NOTIFICATION_ROUTES_SECRET_ARN, not both",
-                })
-            }
-            (Some(document), None) => OptionalSecret::Value(document),
-            (None, Some(arn)) => OptionalSecret::SecretsManager { arn },
-            (None, None) => OptionalSecret::Off,
-        };
+        let slack = env.optional_secret(SLACK_WEBHOOK_URL, SLACK_WEBHOOK_SECRET_ARN)?;
+        let stripe_api_key = env.optional_secret(STRIPE_API_KEY, STRIPE_API_KEY_SECRET_ARN)?;
+        let routes = env.optional_secret(NOTIFICATION_ROUTES, NOTIFICATION_ROUTES_SECRET_ARN)?;
         Ok(Self {
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             billing_table: env.require(BILLING_TABLE_NAME)?,
@@ -325,6 +289,23 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);
 
 impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
+    /// A value given inline (`var`) or as a Secrets Manager ARN (`arn_var`), not both; `Off` if neither.
+    fn optional_secret(
+        &self,
+        var: &'static str,
+        arn_var: &'static str,
+    ) -> Result<OptionalSecret, ConfigError> {
+        match (self.get(var), self.get(arn_var)) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                var,
+                reason: "set either it or its _SECRET_ARN variable, not both",
+            }),
+            (Some(value), None) => Ok(OptionalSecret::Value(value)),
+            (None, Some(arn)) => Ok(OptionalSecret::SecretsManager { arn }),
+            (None, None) => Ok(OptionalSecret::Off),
+        }
+    }
+
     /// A variable's value; set-but-empty counts as unset, as in a SAM template's optional parameter.
     fn get(&self, var: &str) -> Option<String> {
         (self.0)(var).filter(|v| !v.is_empty())

@@ -125,26 +125,25 @@ impl FeedRecord {
         let first_text =
             |paths: &[&[&str]]| paths.iter().find_map(|path| text(pointer(&object, path)));
         let event_type = event.event_type.as_str();
-        // The amount that matters for the type: what was received, what is due, what is disputed.
-        let amount = [
-            &["amount_received"][..],
-            &["amount_paid"],
-            &["amount_total"],
-            &["amount"],
-            &["amount_due"],
-        ]
-        .iter()
-        .filter(|path| {
-            // A failed invoice's amount_paid is 0; what failed is amount_due.
-            !(event_type == "invoice.payment_failed" && path[0] == "amount_paid")
-                && !(event_type.starts_with("payment_intent.")
-                    && path[0] == "amount_received"
-                    && !event_type.ends_with("succeeded"))
-        })
-        .find_map(|path| pointer(&object, path).as_i64());
+        // The amount that matters for the type: what was received, what is due, what is disputed. A
+        // failed invoice's `amount_paid` and a failed PaymentIntent's `amount_received` are 0: what
+        // failed is `amount_due` / `amount`.
+        let failed = event_type.ends_with("failed");
+        let fields: &[&str] = if failed {
+            &["amount_total", "amount", "amount_due"]
+        } else {
+            &[
+                "amount_received",
+                "amount_paid",
+                "amount_total",
+                "amount",
+                "amount_due",
+            ]
+        };
+        let amount = fields.iter().find_map(|field| object[*field].as_i64());
         let customer = match &object["customer"] {
             Json::String(id) => Some(id.clone()),
-            Json::Object(expanded) => expanded.get("id").and_then(|v| text(v)),
+            Json::Object(expanded) => expanded.get("id").and_then(text),
             _ => None,
         };
         let customer_email = first_text(&[
@@ -349,7 +348,7 @@ mod tests {
         let Op::Put(item) = &change.writes[0].op else {
             panic!("a put");
         };
-        assert_eq!(FeedRecord::from_attributes(item), Some(paid.clone()));
+        assert_eq!(FeedRecord::from_attributes(item), Some(paid));
         assert_eq!(
             item.get(EXPIRES_AT),
             Some(&Value::N(1_795_000_000 + 86_400))

@@ -253,7 +253,9 @@ impl Console {
                     Some(AttributeValue::N(n)) => n.parse().ok(),
                     _ => None,
                 };
-                let Some(record) = FeedRecord::from_attributes(&to_attributes(item)) else {
+                let Some(record) = FeedRecord::from_attributes(
+                    &stripe_pipeline::billing::dynamo_item_attributes(item),
+                ) else {
                     continue;
                 };
                 if keep(&record) {
@@ -300,7 +302,7 @@ impl Console {
                 let next = if more {
                     last.map(|sort| format!("{day}|{sort}"))
                 } else {
-                    Some(format!("{}|~", day))
+                    Some(format!("{}|~", day - 1))
                 };
                 return Ok((cards, next.filter(|_| day > oldest || more)));
             }
@@ -309,23 +311,6 @@ impl Console {
         }
         Ok((cards, None))
     }
-}
-
-fn to_attributes(
-    item: std::collections::HashMap<String, AttributeValue>,
-) -> stripe_pipeline::billing::Attributes {
-    use stripe_pipeline::billing::Value;
-    item.into_iter()
-        .filter_map(|(k, v)| {
-            let value = match v {
-                AttributeValue::S(s) => Value::S(s),
-                AttributeValue::N(n) => Value::N(n.parse().ok()?),
-                AttributeValue::Bool(b) => Value::Bool(b),
-                _ => return None,
-            };
-            Some((k, value))
-        })
-        .collect()
 }
 
 async fn events(
@@ -459,19 +444,11 @@ async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, Api
             "count": open.len(),
             "nearest_due_by": nearest,
             "nearest_display": nearest.map(|due| format!(
-                "{} ({})", &console.display(due)[..10], days_left(due, now))),
+                "{} ({})", &console.display(due)[..10], stripe_pipeline::handlers::days_left(due, now))),
         },
         "dlq": dlq,
         "deduplicated": deduplicated,
     })))
-}
-
-fn days_left(due: i64, now: i64) -> String {
-    match (due - now).div_euclid(86_400) {
-        days if days < 0 => "overdue".to_owned(),
-        1 => "1 day left".to_owned(),
-        days => format!("{days} days left"),
-    }
 }
 
 async fn detail(

@@ -46,7 +46,8 @@ fn to_attribute(value: &Value) -> AttributeValue {
     }
 }
 
-fn from_item(item: HashMap<String, AttributeValue>) -> Attributes {
+/// An item's attributes as [`Attributes`] (keys and attributes of other types left out).
+pub fn from_item(item: HashMap<String, AttributeValue>) -> Attributes {
     item.into_iter()
         .filter(|(k, _)| k != attr::PK && k != attr::SK)
         .filter_map(|(k, v)| {

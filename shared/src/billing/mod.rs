@@ -35,7 +35,7 @@ mod dynamo;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
 
-pub use dynamo::DynamoBillingStore;
+pub use dynamo::{from_item as dynamo_item_attributes, DynamoBillingStore};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryBillingStore;
 

@@ -8,19 +8,24 @@ use crate::{
     objects::Dispute,
 };
 
+/// `3 days left`, `1 day left`, `0 days left` (due within the day), `overdue`.
+pub fn days_left(due: i64, now: i64) -> String {
+    match (due - now).div_euclid(86_400) {
+        d if d < 0 => "overdue".to_owned(),
+        1 => "1 day left".to_owned(),
+        d => format!("{d} days left"),
+    }
+}
+
 pub(super) fn created(event: &StripeEvent, dispute: Dispute, now: i64) -> Plan {
     let v = version(event, 0);
     let due_by = dispute.evidence_details.as_ref().and_then(|e| e.due_by);
     let deadline = match due_by {
-        Some(due) => {
-            let days = (due - now).div_euclid(86_400);
-            let left = if days < 0 {
-                "overdue".to_owned()
-            } else {
-                format!("{days} days left")
-            };
-            format!("evidence due {} ({left})", super::date(due))
-        }
+        Some(due) => format!(
+            "evidence due {} ({})",
+            super::date(due),
+            days_left(due, now)
+        ),
         None => "no evidence deadline given".to_owned(),
     };
     Plan {

@@ -15,6 +15,8 @@ mod invoice;
 mod payment_intent;
 mod subscription;
 
+pub use dispute::days_left;
+
 use crate::{
     billing::{BillingError, BillingStore, Change, Version},
     event::{EventError, EventType, StripeEvent},
@@ -108,19 +110,9 @@ fn version(event: &StripeEvent, rank: u8) -> Version {
     Version::new(event.created, rank, &event.id)
 }
 
-/// `2026-11-24` for a unix time (UTC), without a date crate.
+/// `2026-11-24` for a unix time (UTC).
 pub(crate) fn date(unix: i64) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = unix.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    crate::delivery::format_rfc3339(unix)[..10].to_owned()
 }
 
 /// `cus_123` or `cus_123 (ana@example.com)`.
