@@ -282,7 +282,8 @@ pub async fn billing_state(
                 .unwrap_or_default()
         };
         let (pk, sk) = (text("pk"), text("sk"));
-        if sk == "EVENT" {
+        // Markers, and feed records (keyed and timed by when they were processed), are not state.
+        if sk == "EVENT" || pk.starts_with("FEED#") {
             continue;
         }
         let mut fields: Vec<String> = item

@@ -356,7 +356,9 @@ pub enum NotifyClaim {
 }
 
 /// How long a notification claim blocks other deliveries of the same event: longer than a send (5 s
-/// timeout), short enough that a crashed sender's message, retried by SQS, can send it.
+/// timeout), short enough that a crashed sender's message, retried by SQS, can send it. It must stay
+/// below the event queue's visibility timeout (200 s in the template): a retry that finds the claim
+/// held fails again, and each failure spends one of the message's receives before the DLQ.
 pub const NOTIFY_LEASE_SECS: i64 = 30;
 
 /// Runs the apply loop shared by both stores: try the marker plus every change; on a cancelled
