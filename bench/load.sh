@@ -40,10 +40,12 @@ resources() {
   eval "$(python3 infra/resources.py create --prefix "bench$1$RANDOM")"
 }
 
-wait_for() { # URL: until something answers HTTP (the first request may wait for a build)
+wait_for() { # URL: until something answers HTTP (the first request may wait for a build), or the
+  # server ($server_pid) has died (a receiver that cannot boot must not hang the run)
   local deadline=$((SECONDS + 900))
   until curl -s -o /dev/null -m 900 -X POST "$1"; do
     ((SECONDS < deadline)) || { say "nothing answers on $1"; return 1; }
+    kill -0 "$server_pid" 2>/dev/null || { say "the server exited before answering (see $RESULTS)"; return 1; }
     sleep 0.5
   done
 }

@@ -27,8 +27,10 @@ LEASE_SECS = 30
 
 # Created once per worker, as a Lambda would at init; the same timeouts as the Rust receiver.
 _config = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "max_attempts": 3})
-dynamodb = boto3.client("dynamodb", config=_config)
-sqs = boto3.client("sqs", config=_config)
+# boto3 reads AWS_DEFAULT_REGION; the Rust SDK and the emulators' env use AWS_REGION.
+_region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+dynamodb = boto3.client("dynamodb", config=_config, region_name=_region)
+sqs = boto3.client("sqs", config=_config, region_name=_region)
 
 app = Flask(__name__)
 
