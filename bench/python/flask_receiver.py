@@ -44,7 +44,8 @@ def webhook():
         return jsonify(error="invalid signature"), 401
     except ValueError:
         return jsonify(error="not a stripe event"), 400
-    if event.get("livemode") is not False:
+    # stripe-python 8+ events are StripeObjects, not dicts: no .get().
+    if getattr(event, "livemode", None) is not False:
         return jsonify(error="livemode mismatch"), 400
     event_id, event_type = event["id"], event["type"]
     now = int(time.time())
@@ -82,7 +83,7 @@ def webhook():
         "event_id": event_id,
         "event_type": event_type,
         "livemode": "false",
-        "api_version": event.get("api_version") or "",
+        "api_version": getattr(event, "api_version", None) or "",
         "body_location": "inline",
     }
     try:
