@@ -76,6 +76,11 @@ pub enum ProcessError {
     /// Another delivery of the event holds the notification's claim; retried until it is sent.
     #[error("notification is being sent by another delivery")]
     NotificationInFlight,
+    /// The channel accepted the notification but its `sent` mark failed: the retry sends it again
+    /// once the claim's lease ends. Neither Slack webhooks nor SES take an idempotency key, so a
+    /// second copy is the price of never losing one.
+    #[error("notification sent but not recorded; the retry sends it again")]
+    NotificationUnrecorded(#[source] BillingError),
     /// Stripe's API did not answer (after its own retries): the message is retried.
     #[error("Stripe API fetch failed")]
     Fetch(#[from] StripeApiError),
@@ -90,6 +95,7 @@ impl ProcessError {
             Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
             Self::Notify(_) => "notification_failed",
             Self::NotificationInFlight => "notification_in_flight",
+            Self::NotificationUnrecorded(_) => "notification_unrecorded",
             Self::ThinEventNotFetched(_) => "thin_event_not_fetched",
             Self::Fetch(_) => "stripe_api_unavailable",
         }
@@ -231,7 +237,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
                 Ok(true) => done.notified += 1,
                 Ok(false) => {}
                 Err(err) => {
-                    warn!(event_id = %event.id, channel = name, kind = channel.kind(), error = %error_chain(&err), "notification not sent; the message will be retried");
+                    warn!(event_id = %event.id, channel = name, kind = channel.kind(), error = %error_chain(&err), "notification failed; the message will be retried");
                     failed.get_or_insert(err);
                 }
             }
@@ -280,7 +286,8 @@ async fn notify<S: DedupStore, B: BillingStore>(
     }
     app.billing
         .finish_notification(&event.id, &key, true)
-        .await?;
+        .await
+        .map_err(ProcessError::NotificationUnrecorded)?;
     Ok(true)
 }
 
@@ -354,7 +361,13 @@ fn receive_count(message: &SqsMessage) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::{
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc, OnceLock,
+        },
+        time::Duration,
+    };
 
     use aws_lambda_events::event::sqs::SqsMessageAttribute;
     use lambda_runtime::Context;
@@ -363,10 +376,13 @@ mod tests {
         dedup::MemoryDedupStore,
         signature::unix_now,
     };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
-    fn app() -> App<MemoryDedupStore, MemoryBillingStore> {
+    type TestApp = App<MemoryDedupStore, MemoryBillingStore>;
+
+    fn app() -> TestApp {
         App {
             bodies: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             billing: MemoryBillingStore::new(),
@@ -472,6 +488,80 @@ mod tests {
         assert!(failed_ids(&app, vec![message("m1", body, None)])
             .await
             .is_empty());
+        assert_eq!(app.billing.state(), state);
+    }
+
+    /// A local Slack webhook that answers 200 to every post; after the first it takes the billing
+    /// table down, so that notification's `sent` mark fails right after the channel accepted it.
+    async fn slack_breaking_billing_once(
+        app: Arc<OnceLock<Arc<TestApp>>>,
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/services/T/B/X", listener.local_addr().unwrap());
+        let posts = Arc::new(AtomicUsize::new(0));
+        let counted = posts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // The notifier posts one small JSON object per connection.
+                while !request.ends_with(b"}") {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    if let Some(app) = app.get() {
+                        app.billing.set_unavailable(true);
+                    }
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        (url, posts)
+    }
+
+    #[tokio::test]
+    async fn a_notification_whose_mark_fails_is_sent_again_never_lost() {
+        let cell = Arc::new(OnceLock::new());
+        let (url, posts) = slack_breaking_billing_once(cell.clone()).await;
+        let routes = stripe_pipeline::notify::Routes::parse(None, Some(&url), None).unwrap();
+        let mut app = app();
+        app.notify = Router::new(routes, None, None).unwrap();
+        // A lease that has run out by the retry, as 30 s has by the 200 s visibility timeout.
+        app.billing = MemoryBillingStore::new().with_notify_lease(0);
+        let app = Arc::new(app);
+        cell.set(app.clone()).ok().unwrap();
+        let body =
+            include_str!("../../../tests/fixtures/stripe/events/invoice.payment_failed.json");
+
+        // Slack took it, then the mark failed: the message fails, and says why.
+        let err = process(&app, &message("m1", body, None)).await.unwrap_err();
+        assert!(
+            matches!(err, ProcessError::NotificationUnrecorded(_)),
+            "{err:?}"
+        );
+        assert_eq!(err.reason(), "notification_unrecorded");
+        assert_eq!(posts.load(Ordering::SeqCst), 1);
+        app.billing.set_unavailable(false);
+        let state = app.billing.state();
+
+        // The retry, once the lease is over: billing state untouched, Slack hears it a second time
+        // (never zero times); a third delivery sends nothing.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert!(failed_ids(&app, vec![message("m1", body, None)])
+            .await
+            .is_empty());
+        assert_eq!(posts.load(Ordering::SeqCst), 2);
+        assert!(failed_ids(&app, vec![message("m1", body, None)])
+            .await
+            .is_empty());
+        assert_eq!(posts.load(Ordering::SeqCst), 2);
         assert_eq!(app.billing.state(), state);
     }
 }

@@ -19,12 +19,21 @@ use super::{
 pub struct MemoryBillingStore {
     items: Mutex<BTreeMap<Key, Attributes>>,
     unavailable: AtomicBool,
+    /// `None`: the deployed lease, [`super::NOTIFY_LEASE_SECS`].
+    notify_lease_secs: Option<i64>,
 }
 
 impl MemoryBillingStore {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A shorter notification claim lease, so a test sees a dead sender's claim run out without
+    /// waiting 30 s (as [`super::DynamoBillingStore::with_notify_lease`]).
+    pub fn with_notify_lease(mut self, secs: i64) -> Self {
+        self.notify_lease_secs = Some(secs);
+        self
     }
 
     /// While set, every call fails with [`BillingError::Unavailable`].
@@ -165,7 +174,13 @@ impl BillingStore for MemoryBillingStore {
                 attributes([
                     ("status", Some("sending".into())),
                     ("claim_token", Some(token.into())),
-                    ("lease_until", Some((now + super::NOTIFY_LEASE_SECS).into())),
+                    (
+                        "lease_until",
+                        Some(
+                            (now + self.notify_lease_secs.unwrap_or(super::NOTIFY_LEASE_SECS))
+                                .into(),
+                        ),
+                    ),
                 ]),
             );
         }
