@@ -5,7 +5,7 @@
 # effect applied twice, a customer's state differs from the in-order history, a notification is missing,
 # or the DLQ holds anything but the poison messages. See bench/driver/src/chaos.rs.
 #
-#   bash bench/chaos.sh full     1150 customers (>= 10 000 events), ~12 minutes
+#   bash bench/chaos.sh full     1150 customers (>= 10 000 events), ~8.5 minutes
 #   bash bench/chaos.sh short    112 customers (~1 000 events), ~1.5 minutes once built
 # Extra arguments go to `bench-driver chaos` (e.g. --kill 0.2 --cut 0.05 --concurrency 32).
 set -euo pipefail

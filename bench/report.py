@@ -337,15 +337,22 @@ def chaos_section():
             f"{r['lost']}, doubled {r['doubled']}, customers off the in-order state "
             f"{r['customers_not_in_reference_state']}, DLQ {r['dlq']['poison']}/{r['dlq']['poison_expected']} "
             f"poison + {r['dlq']['other']} other, notifications missing {r['notifications']['missing']}, "
-            f"sent twice {r['notifications']['sent_twice']}.",
+            f"sent twice {r['notifications']['sent_twice']}"
+            + (
+                f" ({r['notifications']['sent_twice_unexplained']} not after a kill or failure); "
+                f"{r['enqueued_not_marked']} enqueued with the dedup mark failed (answered 200, safe on "
+                f"the queue); {r['seconds']['total']:.0f} s, the sender held back "
+                f"{r['sender_paused_secs']:.0f} s by the {r['max_backlog']}-message backlog cap."
+                if "max_backlog" in r
+                else "."
+            ),
         ]
     lines += [
         "",
-        "Known failure (processor, not yet fixed): `claim_notification` answers `false` both when the",
-        "notification was sent and when another delivery holds its `sending` lease. A delivery that finds",
-        "the lease held (after a kill, after a lost PutItem response retried by the SDK, or after a failed",
-        "release) reports success, the message is deleted, and the holder never sends: the Slack message",
-        "is lost and the item stays `sending`. Billing state is unaffected.",
+        "What it checks and how faults are injected: README, section *Chaos suite*. A notification",
+        "claim held by another delivery fails the message instead of acknowledging it (fixed after the",
+        "suite found notifications lost that way), and the harness keeps the notification lease shorter",
+        "than its compressed visibility timeout, as the template does (30 s under 200 s).",
         "",
     ]
     return lines

@@ -1,7 +1,7 @@
 //! `bench-driver`: the programs behind `make bench` and `make chaos` (see BENCHMARKS.md).
 //!
 //! ```text
-//! bench-driver chaos     [--customers N] [--concurrency N] [--pollers N] [--kill P] [--json FILE] ...
+//! bench-driver chaos     [--customers N] [--concurrency N] [--pollers N] [--max-backlog N] [--kill P] [--json FILE] ...
 //! bench-driver load      --url URL [--pid PID]... --events N --concurrency N --json FILE
 //! bench-driver coldstart --binary NAME=PATH... [--runs N] --json FILE
 //! bench-driver cost      --results DIR
@@ -52,6 +52,7 @@ fn chaos_options(args: &Args) -> Result<chaos::ChaosOptions, Error> {
         customers: args.get("customers", 1_120)?,
         concurrency: args.get("concurrency", 16)?,
         pollers: args.get("pollers", 2)?,
+        max_backlog: args.get("max-backlog", 200)?,
         poison: args.get("poison", 6)?,
         redeliver: args.get("redeliver", 0.10)?,
         concurrent_duplicate: args.get("concurrent-duplicate", 0.05)?,
