@@ -278,6 +278,102 @@ async fn the_api_lists_filters_pages_and_totals_a_scripted_day() {
 }
 
 #[tokio::test]
+async fn a_won_lost_or_closed_dispute_is_not_open_whatever_the_order() {
+    let resources = Resources::create();
+    let now = unix_now() as i64;
+    let news = |event_type: &str, dispute: &str, status: &str, due_by: i64| {
+        let (dispute, status) = (dispute.to_owned(), status.to_owned());
+        let mut body: Value = serde_json::from_slice(&event("charge.dispute.created", move |o| {
+            o["id"] = dispute.into();
+            o["status"] = status.into();
+            o["evidence_details"]["due_by"] = due_by.into();
+        }))
+        .unwrap();
+        body["type"] = event_type.into();
+        serde_json::to_vec(&body).unwrap()
+    };
+    let day = 86_400;
+    let history = History {
+        bodies: vec![
+            news(
+                "charge.dispute.created",
+                "dp_open_a",
+                "needs_response",
+                now + 5 * day,
+            ),
+            // Won: its closing news arrives before its opening (Stripe does not order deliveries).
+            news("charge.dispute.closed", "dp_won_b", "won", now + 2 * day),
+            news(
+                "charge.dispute.created",
+                "dp_won_b",
+                "needs_response",
+                now + 2 * day,
+            ),
+            news(
+                "charge.dispute.created",
+                "dp_open_c",
+                "needs_response",
+                now + day + 3600,
+            ),
+            news(
+                "charge.dispute.updated",
+                "dp_open_c",
+                "under_review",
+                now + day + 3600,
+            ),
+            news(
+                "charge.dispute.created",
+                "dp_lost_d",
+                "needs_response",
+                now + 4 * day,
+            ),
+            news("charge.dispute.closed", "dp_lost_d", "lost", now + 4 * day),
+            news(
+                "charge.dispute.created",
+                "dp_inquiry_e",
+                "warning_needs_response",
+                now + 3600,
+            ),
+            news(
+                "charge.dispute.closed",
+                "dp_inquiry_e",
+                "warning_closed",
+                now + 3600,
+            ),
+        ],
+        due_soon: now + day + 3600,
+    };
+    run_history(&resources, &history).await;
+    let console = console(&resources).await;
+
+    let summary = get(&console, "/api/summary").await;
+    assert_eq!(
+        summary["open_disputes"]["count"], 2,
+        "dp_open_a and dp_open_c: {summary}"
+    );
+    assert_eq!(summary["open_disputes"]["nearest_due_by"], history.due_soon);
+    assert!(summary["open_disputes"]["nearest_display"]
+        .as_str()
+        .unwrap()
+        .ends_with("(1 day left)"));
+    // Every piece of dispute news still has its card, with the status it reported.
+    let all = get(&console, "/api/events?outcome=disputed&limit=100").await;
+    let statuses: HashSet<(String, String)> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["object_id"].as_str().unwrap().to_owned(),
+                e["object_status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses.len(), history.bodies.len());
+    assert!(statuses.contains(&("dp_won_b".to_owned(), "won".to_owned())));
+}
+
+#[tokio::test]
 async fn actions_need_the_page_token_and_redrive_moves_the_dead_letters() {
     let resources = Resources::create();
     let sqs = sqs(&sqs_endpoint()).await;

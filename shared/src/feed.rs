@@ -115,6 +115,8 @@ pub struct FeedRecord {
     pub detail: Option<String>,
     /// A dispute's evidence deadline, unix seconds.
     pub due_by: Option<i64>,
+    /// The object's own `status` (`succeeded`, `past_due`, `needs_response`, `won`, …).
+    pub object_status: Option<String>,
 }
 
 impl FeedRecord {
@@ -180,6 +182,7 @@ impl FeedRecord {
             outcome: FeedOutcome::of(event_type),
             detail,
             due_by: pointer(&object, &["evidence_details", "due_by"]).as_i64(),
+            object_status: text(&object["status"]),
         }
     }
 
@@ -229,6 +232,10 @@ impl FeedRecord {
             ("outcome", Some(self.outcome.as_str().into())),
             ("detail", self.detail.as_deref().map(Into::into)),
             ("due_by", self.due_by.map(Into::into)),
+            (
+                "object_status",
+                self.object_status.as_deref().map(Into::into),
+            ),
         ])
     }
 
@@ -258,7 +265,19 @@ impl FeedRecord {
             outcome: FeedOutcome::parse(&s("outcome")?)?,
             detail: s("detail"),
             due_by: n("due_by"),
+            object_status: s("object_status"),
         })
+    }
+
+    /// Whether this is news of a dispute that is over (won, lost, or an inquiry closed): its
+    /// deadline no longer needs anyone. Dispute statuses do not reopen, so one closing record is
+    /// enough, whatever order the events arrived in.
+    pub fn closes_dispute(&self) -> bool {
+        self.outcome == FeedOutcome::Disputed
+            && matches!(
+                self.object_status.as_deref(),
+                Some("won" | "lost" | "warning_closed" | "prevented")
+            )
     }
 }
 
@@ -287,6 +306,34 @@ mod tests {
         );
         let body = std::fs::read(path).expect("fixture");
         FeedRecord::of(&StripeEvent::parse(&body).expect("event"))
+    }
+
+    #[test]
+    fn a_dispute_is_over_when_its_status_says_so() {
+        let created = record("charge.dispute.created");
+        // The fixture is an inquiry awaiting a response.
+        assert_eq!(
+            created.object_status.as_deref(),
+            Some("warning_needs_response")
+        );
+        assert!(!created.closes_dispute());
+        for (status, over) in [
+            ("under_review", false),
+            ("warning_needs_response", false),
+            ("won", true),
+            ("lost", true),
+            ("warning_closed", true),
+        ] {
+            let record = FeedRecord {
+                object_status: Some(status.to_owned()),
+                ..created.clone()
+            };
+            assert_eq!(record.closes_dispute(), over, "{status}");
+            let back = FeedRecord::from_attributes(&record.attributes()).expect("a record");
+            assert_eq!(back, record);
+        }
+        let paid = record("payment_intent.succeeded");
+        assert!(!paid.closes_dispute(), "only disputes close");
     }
 
     #[test]

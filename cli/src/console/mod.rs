@@ -8,7 +8,11 @@
 //! token, and the custom header it must carry cannot be sent cross-origin without a preflight that
 //! this server never approves.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{
@@ -168,6 +172,7 @@ struct Card {
     object_id: Option<String>,
     outcome: FeedOutcome,
     detail: Option<String>,
+    object_status: Option<String>,
 }
 
 impl Console {
@@ -200,6 +205,7 @@ impl Console {
             object_id: record.object_id,
             outcome: record.outcome,
             detail: record.detail,
+            object_status: record.object_status,
         }
     }
 
@@ -355,7 +361,8 @@ async fn types(State(console): State<Arc<Console>>) -> Result<Json<Value>, ApiEr
 /// Today's totals (the console's time zone): money by currency from `payment_intent.succeeded` (every Stripe payment, card,
 /// Checkout or invoice, succeeds through a PaymentIntent, so nothing is counted twice); failures as
 /// failed payment attempts (`payment_intent.payment_failed`; the feed also shows the `charge.failed`
-/// and `invoice.payment_failed` of the same attempt); open disputes by their evidence deadline;
+/// and `invoice.payment_failed` of the same attempt); open disputes (not won, lost or closed) by their
+/// evidence deadline;
 /// deliveries dropped as duplicates by the receiver or the processor (hourly counters, so the day's
 /// edges are those of whole hours: exact for zones on whole-hour offsets).
 async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, ApiError> {
@@ -411,11 +418,18 @@ async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, Api
         )
         .await?;
     let mut open: BTreeMap<String, i64> = BTreeMap::new();
+    let mut over = HashSet::new();
     for (_, record, _) in disputes {
+        let closed = record.closes_dispute();
         if let (Some(id), Some(due)) = (record.object_id, record.due_by) {
-            open.insert(id, due);
+            if closed {
+                over.insert(id);
+            } else {
+                open.insert(id, due);
+            }
         }
     }
+    open.retain(|id, _| !over.contains(id));
     let nearest = open.values().min().copied();
     let dlq = console
         .dead_letters
