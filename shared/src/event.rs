@@ -187,6 +187,8 @@ event_types! {
     ChargeFailed => "charge.failed",
     ChargeRefunded => "charge.refunded",
     ChargeDisputeCreated => "charge.dispute.created",
+    ChargeDisputeUpdated => "charge.dispute.updated",
+    ChargeDisputeClosed => "charge.dispute.closed",
 }
 
 impl std::fmt::Display for EventType {

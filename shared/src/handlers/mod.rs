@@ -98,7 +98,9 @@ pub async fn plan<S: BillingStore>(
         CustomerSubscriptionTrialWillEnd => subscription::trial_will_end(event.object()?),
         ChargeFailed => charge::failed(event, event.object()?),
         ChargeRefunded => charge::refunded(event, event.object()?, store).await?,
-        ChargeDisputeCreated => dispute::created(event, event.object()?, now),
+        ChargeDisputeCreated => dispute::created(event, event.object()?, store, now).await?,
+        ChargeDisputeUpdated => dispute::updated(event, event.object()?),
+        ChargeDisputeClosed => dispute::closed(event, event.object()?),
         Other(_) => return Ok(None),
     };
     Ok(Some(plan))
@@ -257,6 +259,66 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(trial.notifications[0].audience, Audience::Customers);
+    }
+
+    /// The dispute fixture as a later event of its lifecycle: same dispute, another type and status.
+    fn dispute_news(event_type: &str, status: &str, id: &str) -> StripeEvent {
+        let mut event: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(format!(
+                "{}/../tests/fixtures/stripe/events/charge.dispute.created.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        event["id"] = id.into();
+        event["type"] = event_type.into();
+        event["data"]["object"]["status"] = status.into();
+        StripeEvent::parse(&serde_json::to_vec(&event).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_closed_dispute_says_how_it_ended_and_stays_closed_whatever_the_order() {
+        let created = fixture("charge.dispute.created");
+        let dispute_id = "dp_1Pgc71B7WZ01zgkWMevJiAUx";
+        for (status, words) in [
+            ("won", "won: 10.00 USD stays with you"),
+            ("lost", "lost: 10.00 USD is returned"),
+            ("warning_closed", "inquiry closed without a chargeback"),
+        ] {
+            let updated = dispute_news("charge.dispute.updated", "under_review", "evt_upd");
+            let closed = dispute_news("charge.dispute.closed", status, "evt_closed");
+            // In Stripe's order and in reverse (all three were created in the same second).
+            for (first_is_created, order) in [
+                (true, [&created, &updated, &closed]),
+                (false, [&closed, &updated, &created]),
+            ] {
+                let store = MemoryBillingStore::new();
+                let mut notified = Vec::new();
+                for event in order {
+                    let plan = apply(&store, event).await.unwrap();
+                    notified.extend(plan.notifications);
+                }
+                let record = store
+                    .get(&Key::object("DISPUTE", dispute_id))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(record.s("status"), Some(status));
+                let texts: Vec<&str> = notified.iter().map(|n| n.text.as_str()).collect();
+                // Opened and closed, never updated; the URGENT deadline message only while open.
+                let urgent = texts.iter().filter(|t| t.starts_with("URGENT")).count();
+                assert_eq!(urgent, usize::from(first_is_created), "{texts:?}");
+                assert_eq!(texts.len(), 1 + urgent, "{texts:?}");
+                assert!(notified.iter().all(|n| n.audience == Audience::Disputes));
+                assert!(
+                    texts
+                        .iter()
+                        .any(|t| t.contains(words) && t.contains(dispute_id)),
+                    "{texts:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test]
