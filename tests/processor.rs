@@ -649,3 +649,89 @@ async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
         "the refetched object, not the stale snapshot"
     );
 }
+
+#[tokio::test]
+async fn markers_and_notification_records_expire_after_the_configured_retention() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let retention: i64 = 45 * 86_400;
+    let settings = [
+        ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
+        ("BILLING_TABLE_NAME", resources.billing_table.clone()),
+        ("SLACK_WEBHOOK_URL", slack.url.clone()),
+        ("EVENT_MARKER_RETENTION_SECS", retention.to_string()),
+    ];
+    let config = stripe_pipeline::config::ProcessorConfig::from_lookup(|var| {
+        settings
+            .iter()
+            .find(|(k, _)| *k == var)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    // The processor as its cold start builds it, against DynamoDB Local.
+    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .test_credentials()
+        .endpoint_url(dynamodb_endpoint())
+        .load()
+        .await;
+    let app = processor::init::app_from(config, &aws).await.unwrap();
+    let body = with_event_id(&fixture("invoice.payment_failed"), &unique_event_id());
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = stripe_pipeline::signature::unix_now() as i64;
+    assert!(process_batch(&app, vec![message("m1", &body)])
+        .await
+        .is_empty());
+    assert_eq!(slack.texts().len(), 1);
+
+    let items = dynamodb(&dynamodb_endpoint())
+        .await
+        .query()
+        .table_name(&resources.billing_table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("EVENT#{id}")),
+        )
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let expiry = |sk: &str| -> i64 {
+        let item = items
+            .iter()
+            .find(|i| i["sk"].as_s().is_ok_and(|s| s.starts_with(sk)))
+            .unwrap_or_else(|| panic!("no {sk} item in {items:?}"));
+        item["expires_at"].as_n().unwrap().parse().unwrap()
+    };
+    for sk in ["EVENT", "NOTIFY#"] {
+        let at = expiry(sk);
+        assert!(
+            (before + retention..=before + retention + 60).contains(&at),
+            "{sk}: expires at {at}, written at ~{before}"
+        );
+    }
+    // The TTL attribute is the one the table's TTL is on.
+    let ttl = dynamodb(&dynamodb_endpoint())
+        .await
+        .describe_time_to_live()
+        .table_name(&resources.billing_table)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description
+            .and_then(|d| d.attribute_name)
+            .as_deref(),
+        Some("expires_at")
+    );
+    // Still exactly once: a redelivery finds the marker.
+    assert!(process_batch(&app, vec![message("m2", &body)])
+        .await
+        .is_empty());
+    assert_eq!(slack.texts().len(), 1);
+}

@@ -755,6 +755,7 @@ fn functions_get_only_environment_variables_the_code_reads() {
         config::NOTIFICATION_EMAIL_FROM,
         // The feed records' TTL.
         config::DEDUP_TTL_SECS,
+        config::EVENT_MARKER_RETENTION_SECS,
         config::METRICS_NAMESPACE,
     ]
     .into_iter()
@@ -778,6 +779,14 @@ fn processor_gets_the_feed_ttl_and_the_notification_sender() {
         receiver_ttl,
         "the processor's {} is the receiver's",
         config::DEDUP_TTL_SECS
+    );
+
+    // Markers' retention is a parameter of its own, whose default the code's default matches.
+    let retention = variable("ProcessorFunction", config::EVENT_MARKER_RETENTION_SECS);
+    assert_eq!(ref_to(&retention), Some("EventMarkerRetentionSecs"));
+    assert_eq!(
+        template.root["Parameters"]["EventMarkerRetentionSecs"]["Default"].as_u64(),
+        Some(config::DEFAULT_EVENT_MARKER_RETENTION_SECS)
     );
 
     // The sender, only when given. config.rs reads a set-but-empty variable as unset, so a plain

@@ -24,6 +24,8 @@ pub const DEDUP_TABLE_NAME: &str = "DEDUP_TABLE_NAME";
 pub const DEDUP_TTL_SECS: &str = "DEDUP_TTL_SECS";
 /// How long a `pending` claim blocks other deliveries of the same event.
 pub const DEDUP_LEASE_SECS: &str = "DEDUP_LEASE_SECS";
+/// How long the processor's per-event markers (and notification records) are kept; `0` keeps them.
+pub const EVENT_MARKER_RETENTION_SECS: &str = "EVENT_MARKER_RETENTION_SECS";
 /// The event queue.
 pub const EVENT_QUEUE_URL: &str = "EVENT_QUEUE_URL";
 /// Largest request body accepted; larger gets 413.
@@ -56,6 +58,10 @@ pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 /// Stripe may resend an event for up to 30 days (dashboard resend, `/v1/events` recovery), so a shorter
 /// memory would let a resend through as new.
 pub const DEFAULT_DEDUP_TTL_SECS: u64 = 30 * 24 * 3600;
+/// 90 days: three times the longest Stripe can resend an event (30 days), so no delivery Stripe,
+/// EventBridge (24 h of retries) or SQS (14 days' retention at most) can still make finds the marker
+/// gone, while the billing table does not grow by one item per event forever.
+pub const DEFAULT_EVENT_MARKER_RETENTION_SECS: u64 = 90 * 24 * 3600;
 /// Longer than a receiver invocation can take (its timeout is 10 s), short enough that a delivery whose
 /// enqueue died with the process is retried well within Stripe's first retry.
 pub const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;
@@ -162,6 +168,8 @@ pub struct ProcessorConfig {
     pub email_from: Option<String>,
     /// How long feed records live: the dedup table's TTL.
     pub feed_ttl_secs: u64,
+    /// How long event markers and notification records live; `None`: for ever.
+    pub marker_retention_secs: Option<u64>,
     /// Stripe's API base URL.
     pub stripe_api_base: String,
     /// EMF namespace.
@@ -254,6 +262,22 @@ impl ProcessorConfig {
         let slack = env.optional_secret(SLACK_WEBHOOK_URL, SLACK_WEBHOOK_SECRET_ARN)?;
         let stripe_api_key = env.optional_secret(STRIPE_API_KEY, STRIPE_API_KEY_SECRET_ARN)?;
         let routes = env.optional_secret(NOTIFICATION_ROUTES, NOTIFICATION_ROUTES_SECRET_ARN)?;
+        let feed_ttl_secs = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
+        let marker_retention_secs = match env.parse(
+            EVENT_MARKER_RETENTION_SECS,
+            DEFAULT_EVENT_MARKER_RETENTION_SECS,
+        )? {
+            0 => None,
+            // A marker gone while the receiver still remembers the event would let an EventBridge
+            // or redriven delivery of it apply its effects again.
+            secs if secs < feed_ttl_secs => {
+                return Err(ConfigError::Invalid {
+                    var: EVENT_MARKER_RETENTION_SECS,
+                    reason: "must be 0 (keep) or at least DEDUP_TTL_SECS",
+                })
+            }
+            secs => Some(secs),
+        };
         Ok(Self {
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             billing_table: env.require(BILLING_TABLE_NAME)?,
@@ -261,7 +285,8 @@ impl ProcessorConfig {
             stripe_api_key,
             routes,
             email_from: env.get(NOTIFICATION_EMAIL_FROM),
-            feed_ttl_secs: env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?,
+            feed_ttl_secs,
+            marker_retention_secs,
             stripe_api_base: env
                 .get(STRIPE_API_BASE)
                 .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.to_owned()),
@@ -379,6 +404,39 @@ mod tests {
         }
         let err = receiver(&[(STRIPE_WEBHOOK_SECRET, "whsec_a")]).unwrap_err();
         assert_eq!(err, ConfigError::Missing(DEDUP_TABLE_NAME));
+    }
+
+    #[test]
+    fn event_markers_are_kept_90_days_unless_told_otherwise_and_never_shorter_than_dedup() {
+        let processor = |vars: &[(&str, &str)]| {
+            let mut map: HashMap<String, String> =
+                [(DEDUP_TABLE_NAME, "d"), (BILLING_TABLE_NAME, "b")]
+                    .iter()
+                    .chain(vars)
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect();
+            map.retain(|_, v| !v.is_empty());
+            ProcessorConfig::from_lookup(|k| map.get(k).cloned())
+        };
+        let default = processor(&[]).unwrap();
+        assert_eq!(default.marker_retention_secs, Some(7_776_000));
+        assert_eq!(default.feed_ttl_secs, 2_592_000);
+        let keep = processor(&[(EVENT_MARKER_RETENTION_SECS, "0")]).unwrap();
+        assert_eq!(keep.marker_retention_secs, None);
+        let year = processor(&[(EVENT_MARKER_RETENTION_SECS, "31536000")]).unwrap();
+        assert_eq!(year.marker_retention_secs, Some(31_536_000));
+        // Shorter than the dedup table's memory: refused, naming the variable.
+        let err = processor(&[(EVENT_MARKER_RETENTION_SECS, "86400")]).unwrap_err();
+        assert!(
+            err.to_string().contains(EVENT_MARKER_RETENTION_SECS),
+            "{err}"
+        );
+        let short_dedup = processor(&[
+            (DEDUP_TTL_SECS, "3600"),
+            (EVENT_MARKER_RETENTION_SECS, "86400"),
+        ])
+        .unwrap();
+        assert_eq!(short_dedup.marker_retention_secs, Some(86_400));
     }
 
     #[test]

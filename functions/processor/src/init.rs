@@ -43,7 +43,14 @@ pub enum InitError {
 
 /// Reads the configuration and builds every client once.
 pub async fn app(aws: &aws_config::SdkConfig) -> Result<DeployedApp, InitError> {
-    let config = ProcessorConfig::from_env()?;
+    app_from(ProcessorConfig::from_env()?, aws).await
+}
+
+/// Builds every client once from `config` (read by [`app`] from the environment).
+pub async fn app_from(
+    config: ProcessorConfig,
+    aws: &aws_config::SdkConfig,
+) -> Result<DeployedApp, InitError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
     let slack = secrets::resolve_optional(&config.slack, aws).await?;
     let document = secrets::resolve_optional(&config.routes, aws).await?;
@@ -62,7 +69,11 @@ pub async fn app(aws: &aws_config::SdkConfig) -> Result<DeployedApp, InitError> 
     };
     Ok(App {
         bodies: DynamoDedupStore::for_reading(dynamodb.clone(), config.dedup_table),
-        billing: DynamoBillingStore::new(dynamodb, config.billing_table),
+        billing: DynamoBillingStore::new(dynamodb, config.billing_table).with_marker_retention(
+            config
+                .marker_retention_secs
+                .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX)),
+        ),
         notify,
         feed_ttl_secs: i64::try_from(config.feed_ttl_secs).unwrap_or(i64::MAX),
         stripe,

@@ -23,6 +23,8 @@ pub struct DynamoBillingStore {
     client: Client,
     table: String,
     notify_lease_secs: i64,
+    /// How long markers and notification records live (the table's TTL); `None`: for ever.
+    retention_secs: Option<i64>,
 }
 
 impl DynamoBillingStore {
@@ -32,7 +34,19 @@ impl DynamoBillingStore {
             client,
             table: table.into(),
             notify_lease_secs: super::NOTIFY_LEASE_SECS,
+            retention_secs: None,
         }
+    }
+
+    /// Event markers and notification records expire `secs` after they are written (the table's TTL
+    /// attribute, as feed records): see [`crate::config::DEFAULT_EVENT_MARKER_RETENTION_SECS`].
+    pub fn with_marker_retention(mut self, secs: Option<i64>) -> Self {
+        self.retention_secs = secs;
+        self
+    }
+
+    fn expires_at(&self, now: i64) -> Option<i64> {
+        self.retention_secs.map(|secs| now.saturating_add(secs))
     }
 
     /// With notification claims leased for `secs` instead of [`super::NOTIFY_LEASE_SECS`]: for a
@@ -213,7 +227,8 @@ impl BillingStore for DynamoBillingStore {
         event_type: &str,
         changes: Vec<Change>,
     ) -> Result<Applied, BillingError> {
-        let marker = marker_write(event_id, event_type, unix_now() as i64);
+        let now = unix_now() as i64;
+        let marker = marker_write(event_id, event_type, now, self.expires_at(now));
         apply_with(marker, changes, |writes| async move {
             let items = writes
                 .iter()
@@ -323,6 +338,12 @@ impl BillingStore for DynamoBillingStore {
             "lease_until".to_owned(),
             AttributeValue::N((now + self.notify_lease_secs).to_string()),
         );
+        if let Some(expires_at) = self.expires_at(now) {
+            item.insert(
+                crate::feed::EXPIRES_AT.to_owned(),
+                AttributeValue::N(expires_at.to_string()),
+            );
+        }
         let result = self
             .client
             .put_item()

@@ -112,7 +112,7 @@ impl BillingStore for MemoryBillingStore {
         event_type: &str,
         changes: Vec<Change>,
     ) -> Result<Applied, BillingError> {
-        let marker = marker_write(event_id, event_type, 0);
+        let marker = marker_write(event_id, event_type, 0, None);
         apply_with(marker, changes, |writes| async move {
             let mut items = self.items()?;
             let failed: Vec<usize> = writes

@@ -413,12 +413,13 @@ where
     }
 }
 
-fn marker_write(event_id: &str, event_type: &str, now: i64) -> Write {
+fn marker_write(event_id: &str, event_type: &str, now: i64, expires_at: Option<i64>) -> Write {
     Write {
         key: Key::event_marker(event_id),
         op: Op::Put(attributes([
             ("event_type", Some(event_type.into())),
             ("applied_at", Some(now.into())),
+            (crate::feed::EXPIRES_AT, expires_at.map(Into::into)),
         ])),
         guards: vec![Guard::Absent],
     }
