@@ -65,8 +65,8 @@ async fn channels() -> Channels {
             "disputes-email": {"type": "email", "to": [recipient]},
         },
         "routes": [
-            {"events": ["payment_intent.succeeded", "checkout.session.completed"], "channels": ["payments"]},
-            {"events": ["invoice.payment_failed", "payment_intent.payment_failed", "charge.failed"], "channels": ["support"]},
+            {"events": ["payment_intent.succeeded"], "channels": ["payments"]},
+            {"events": ["invoice.payment_failed", "payment_intent.payment_failed"], "channels": ["support"]},
             {"events": ["charge.dispute.*"], "channels": ["urgent", "disputes-email"]},
         ],
     });
@@ -263,7 +263,7 @@ fn an_invalid_routing_document_stops_the_cold_start_naming_the_entry() {
     };
     let config = stripe_pipeline::config::ProcessorConfig::from_lookup(lookup(
         r#"{"channels": {"ops": {"type": "slack", "webhook_url": "https://hooks.slack.com/services/T/B/secret"}},
-            "routes": [{"events": ["invoice.paid"], "channels": ["opps"]}]}"#,
+            "routes": [{"events": ["invoice.payment_failed"], "channels": ["opps"]}]}"#,
     ))
     .unwrap();
     let stripe_pipeline::config::OptionalSecret::Value(document) = &config.routes else {

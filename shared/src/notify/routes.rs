@@ -12,7 +12,7 @@
 //!     "disputes-email": {"type": "email", "to": ["disputes@example.com"]}
 //!   },
 //!   "routes": [
-//!     {"events": ["payment_intent.succeeded", "checkout.session.completed"], "channels": ["payments"]},
+//!     {"events": ["payment_intent.succeeded"], "channels": ["payments"]},
 //!     {"events": ["invoice.payment_failed", "payment_intent.payment_failed"], "channels": ["support"]},
 //!     {"events": ["charge.dispute.*"], "channels": ["urgent", "disputes-email"]}
 //!   ]
@@ -20,7 +20,7 @@
 //! ```
 //!
 //! An event pattern is a type, a prefix ending in `.*`, or `*`; each must match a type some handler
-//! notifies about. An event goes to the union of the channels of every route it matches. Without a
+//! notifies about ([`NOTIFYING`]). An event goes to the union of the channels of every route it matches. Without a
 //! document, a Slack URL of its own (`SLACK_WEBHOOK_URL`) is the channel `slack` and hears everything;
 //! with both, `slack` can be named in routes.
 
@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{Channel, EmailNotifier, SlackNotifier};
-use crate::event::EventType;
+use crate::handlers::NOTIFYING;
 
 /// The name the stand-alone Slack URL gets as a channel.
 pub const DEFAULT_SLACK_CHANNEL: &str = "slack";
@@ -186,12 +186,12 @@ impl Routes {
                 return Err(bad(format!("routes[{r}].channels"), "empty"));
             }
             for (e, pattern) in route.events.iter().enumerate() {
-                if !EventType::HANDLED.iter().any(|t| matches(pattern, t)) {
+                if !NOTIFYING.iter().any(|t| matches(pattern, t)) {
                     return Err(bad(
                         format!("routes[{r}].events[{e}]"),
                         format!(
                             "\"{pattern}\" matches no event type this pipeline notifies about ({})",
-                            EventType::HANDLED.join(", ")
+                            NOTIFYING.join(", ")
                         ),
                     ));
                 }
@@ -352,8 +352,8 @@ mod tests {
         "disputes-email": {"type": "email", "to": ["disputes@example.com", "cfo@example.com"]}
       },
       "routes": [
-        {"events": ["payment_intent.succeeded", "checkout.session.completed", "invoice.paid"], "channels": ["payments"]},
-        {"events": ["invoice.payment_failed", "payment_intent.payment_failed", "charge.failed"], "channels": ["support"]},
+        {"events": ["payment_intent.succeeded"], "channels": ["payments"]},
+        {"events": ["invoice.payment_failed", "payment_intent.payment_failed"], "channels": ["support"]},
         {"events": ["charge.dispute.*"], "channels": ["urgent", "disputes-email"]},
         {"events": ["charge.*"], "channels": ["support"]}
       ]
@@ -368,7 +368,7 @@ mod tests {
         let routes = routes();
         for (event_type, expected) in [
             ("payment_intent.succeeded", &["payments"][..]),
-            ("checkout.session.completed", &["payments"]),
+            ("checkout.session.completed", &[]),
             ("invoice.payment_failed", &["support"]),
             ("charge.failed", &["support"]),
             (
@@ -408,8 +408,13 @@ mod tests {
             "routes[2].channels[1]"
         );
         assert_eq!(
-            with(&|d| d["routes"][1]["events"][2] = "charge.faild".into()),
-            "routes[1].events[2]"
+            with(&|d| d["routes"][1]["events"][1] = "charge.faild".into()),
+            "routes[1].events[1]"
+        );
+        // A real type that only updates state: routing it would notify no one, so it is refused.
+        assert_eq!(
+            with(&|d| d["routes"][0]["events"][0] = "charge.failed".into()),
+            "routes[0].events[0]"
         );
         assert_eq!(
             with(&|d| d["routes"][0]["events"][0] = "payment_intent".into()),
