@@ -669,12 +669,11 @@ async fn markers_and_notification_records_expire_after_the_configured_retention(
     })
     .unwrap();
     // The processor as its cold start builds it, against DynamoDB Local.
-    let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .test_credentials()
+    let aws = sdk_config()
+        .await
+        .into_builder()
         .endpoint_url(dynamodb_endpoint())
-        .load()
-        .await;
+        .build();
     let app = processor::init::app_from(config, &aws).await.unwrap();
     let body = with_event_id(&fixture("invoice.payment_failed"), &unique_event_id());
     let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]

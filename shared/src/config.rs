@@ -356,11 +356,14 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn receiver(vars: &[(&str, &str)]) -> Result<ReceiverConfig, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
+    fn environment(vars: &[(&str, &str)]) -> HashMap<String, String> {
+        vars.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+            .collect()
+    }
+
+    fn receiver(vars: &[(&str, &str)]) -> Result<ReceiverConfig, ConfigError> {
+        let map = environment(vars);
         ReceiverConfig::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -409,13 +412,8 @@ mod tests {
     #[test]
     fn event_markers_are_kept_90_days_unless_told_otherwise_and_never_shorter_than_dedup() {
         let processor = |vars: &[(&str, &str)]| {
-            let mut map: HashMap<String, String> =
-                [(DEDUP_TABLE_NAME, "d"), (BILLING_TABLE_NAME, "b")]
-                    .iter()
-                    .chain(vars)
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect();
-            map.retain(|_, v| !v.is_empty());
+            let mut map = environment(&[(DEDUP_TABLE_NAME, "d"), (BILLING_TABLE_NAME, "b")]);
+            map.extend(environment(vars));
             ProcessorConfig::from_lookup(|k| map.get(k).cloned())
         };
         let default = processor(&[]).unwrap();

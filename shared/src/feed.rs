@@ -274,10 +274,10 @@ impl FeedRecord {
     /// enough, whatever order the events arrived in.
     pub fn closes_dispute(&self) -> bool {
         self.outcome == FeedOutcome::Disputed
-            && matches!(
-                self.object_status.as_deref(),
-                Some("won" | "lost" | "warning_closed" | "prevented")
-            )
+            && self
+                .object_status
+                .as_deref()
+                .is_some_and(crate::objects::Dispute::is_closed_status)
     }
 }
 

@@ -349,6 +349,14 @@ pub struct Dispute {
     pub evidence_details: Option<EvidenceDetails>,
 }
 
+impl Dispute {
+    /// Whether a dispute status means it is over (won, lost, an inquiry closed, prevented). None of
+    /// them reopens, so one record saying so settles it whatever order events arrive in.
+    pub fn is_closed_status(status: &str) -> bool {
+        matches!(status, "won" | "lost" | "warning_closed" | "prevented")
+    }
+}
+
 /// `evidence_details` of a dispute.
 #[derive(Debug, Clone, Deserialize)]
 pub struct EvidenceDetails {

@@ -52,6 +52,8 @@ const T0: i64 = 1_800_000_000;
 const VISIBILITY_SECS: i32 = 3;
 /// The notification claim lease during the run: below VISIBILITY_SECS, as 30 s is below 200 s deployed.
 const NOTIFY_LEASE_SECS: i64 = 2;
+/// How often a sender held back by the backlog cap looks again.
+const BACKLOG_POLL: Duration = Duration::from_millis(50);
 /// How long Stripe waits for an answer.
 const STRIPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one event may take to be acknowledged before it counts as lost.
@@ -103,12 +105,20 @@ struct Tally {
     kills: AtomicU64,
     messages_received: AtomicU64,
     message_failures: AtomicU64,
-    /// 50 ms pauses of the sender while the backlog was over the cap.
+    /// BACKLOG_POLL pauses of the sender while the backlog was over the cap.
     backlog_waits: AtomicU64,
     statuses: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Tally {
+    /// Messages put on the queue and not yet deleted after processing (a killed or failed message
+    /// counts until it is processed).
+    fn backlog(&self) -> u64 {
+        self.enqueued
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.deleted.load(Ordering::Relaxed))
+    }
+
     fn status(&self, label: String) {
         if let Ok(mut s) = self.statuses.lock() {
             *s.entry(label).or_default() += 1;
@@ -302,10 +312,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
                     "chaos: {:>4}s acknowledged {} / {events}, backlog {}, deliveries {}, retries {}, invocations {} (killed {}), faults {}",
                     started.elapsed().as_secs(),
                     tally.acknowledged.load(Ordering::Relaxed),
-                    tally
-                        .enqueued
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(tally.deleted.load(Ordering::Relaxed)),
+                    tally.backlog(),
                     tally.deliveries.load(Ordering::Relaxed),
                     tally.retries.load(Ordering::Relaxed),
                     tally.invocations.load(Ordering::Relaxed),
@@ -321,16 +328,10 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
     let mut senders = Vec::with_capacity(schedule.len());
     for (_, delivery) in schedule {
         if delivery.first {
-            // A killed or failed message is neither deleted nor lost: it counts until it is
-            // processed, so the cap also waits out the retries of a faulty spell.
-            while tally
-                .enqueued
-                .load(Ordering::Relaxed)
-                .saturating_sub(tally.deleted.load(Ordering::Relaxed))
-                > options.max_backlog
-            {
+            // The cap also waits out the retries of a faulty spell (see `Tally::backlog`).
+            while tally.backlog() > options.max_backlog {
                 tally.backlog_waits.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(BACKLOG_POLL).await;
             }
         }
         let permit = permits.clone().acquire_owned().await?;
@@ -499,7 +500,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
         "redeliveries_after_2xx": get(&tally.redeliveries),
         "concurrent_duplicates": get(&tally.concurrent_duplicates),
         "max_backlog": options.max_backlog,
-        "sender_paused_secs": get(&tally.backlog_waits) as f64 * 0.05,
+        "sender_paused_secs": get(&tally.backlog_waits) as f64 * BACKLOG_POLL.as_secs_f64(),
         "answers": *tally.statuses.lock().map_err(|_| "poisoned")?,
         "faults": {
             "dynamodb": ddb_proxy.counters.to_json(),

@@ -21,9 +21,6 @@ pub fn days_left(due: i64, now: i64) -> String {
     }
 }
 
-/// Dispute statuses that end it; none of them reopens.
-const CLOSED: [&str; 4] = ["won", "lost", "warning_closed", "prevented"];
-
 pub(super) async fn created<S: BillingStore>(
     event: &StripeEvent,
     dispute: Dispute,
@@ -34,7 +31,7 @@ pub(super) async fn created<S: BillingStore>(
     // Stripe does not order deliveries: if the closing news came first, an URGENT deadline message
     // now would send someone after evidence for a dispute that is over. They heard how it ended.
     let stored = store.get(&Key::object("DISPUTE", &dispute.id)).await?;
-    if stored.is_some_and(|r| r.s("status").is_some_and(|s| CLOSED.contains(&s))) {
+    if stored.is_some_and(|r| r.s("status").is_some_and(Dispute::is_closed_status)) {
         return Ok(Plan {
             changes,
             notifications: vec![],

@@ -143,12 +143,16 @@ mod tests {
     use super::*;
     use crate::billing::{self, Applied, AttributesExt, BillingStore, Key, MemoryBillingStore};
 
-    fn fixture(name: &str) -> StripeEvent {
+    fn fixture_bytes(name: &str) -> Vec<u8> {
         let path = format!(
             "{}/../tests/fixtures/stripe/events/{name}.json",
             env!("CARGO_MANIFEST_DIR")
         );
-        StripeEvent::parse(&std::fs::read(path).unwrap()).unwrap()
+        std::fs::read(path).unwrap()
+    }
+
+    fn fixture(name: &str) -> StripeEvent {
+        StripeEvent::parse(&fixture_bytes(name)).unwrap()
     }
 
     async fn apply(store: &MemoryBillingStore, event: &StripeEvent) -> Option<Plan> {
@@ -274,14 +278,8 @@ mod tests {
 
     /// The dispute fixture as a later event of its lifecycle: same dispute, another type and status.
     fn dispute_news(event_type: &str, status: &str, id: &str) -> StripeEvent {
-        let mut event: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(format!(
-                "{}/../tests/fixtures/stripe/events/charge.dispute.created.json",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap(),
-        )
-        .unwrap();
+        let mut event: serde_json::Value =
+            serde_json::from_slice(&fixture_bytes("charge.dispute.created")).unwrap();
         event["id"] = id.into();
         event["type"] = event_type.into();
         event["data"]["object"]["status"] = status.into();
