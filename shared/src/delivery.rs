@@ -78,6 +78,10 @@ pub struct ThinEvent {
     /// The connected account or context, if any.
     #[serde(default)]
     pub context: Option<String>,
+    /// For the thin form of a v1 event: the id of the snapshot event it mirrors. While an endpoint is
+    /// migrated, Stripe sends both (the thin copy with its own id), and both must be one event.
+    #[serde(default)]
+    pub snapshot_event: Option<String>,
 }
 
 /// `related_object` of a thin event.
@@ -98,9 +102,19 @@ impl ThinEvent {
         parse_rfc3339(&self.created).ok_or(EventError::InvalidTimestamp)
     }
 
-    /// The snapshot event a handler needs, given the related object as fetched now. Thin event types
-    /// for v1 objects carry a `v1.` prefix (`v1.customer.subscription.updated`); it is dropped so the
-    /// same handler runs.
+    /// The id the event's effects are recorded under: the snapshot event's id when this thin event
+    /// mirrors one, so that the two copies share one exactly-once marker and one record per
+    /// notification (one effect, one message), else its own.
+    pub fn effect_id(&self) -> &str {
+        self.snapshot_event
+            .as_deref()
+            .filter(|id| !id.is_empty())
+            .unwrap_or(&self.id)
+    }
+
+    /// The snapshot event a handler needs, given the related object as fetched now, under
+    /// [`Self::effect_id`]. Thin event types for v1 objects carry a `v1.` prefix
+    /// (`v1.customer.subscription.updated`); it is dropped so the same handler runs.
     pub fn into_snapshot(self, object_json: String) -> Result<StripeEvent, EventError> {
         let created = self.created_unix()?;
         let event_type = self
@@ -110,7 +124,7 @@ impl ThinEvent {
         let object = serde_json::value::RawValue::from_string(object_json)
             .map_err(EventError::NotAnEvent)?;
         Ok(StripeEvent {
-            id: self.id,
+            id: self.effect_id().to_owned(),
             event_type: EventType::from(event_type),
             created,
             livemode: self.livemode,
@@ -386,6 +400,26 @@ mod tests {
         assert_eq!(snapshot.event_type, EventType::CustomerSubscriptionUpdated);
         assert_eq!(snapshot.created, 1_795_514_400);
         assert_eq!(snapshot.id, "evt_test_65R9Ijk8");
+    }
+
+    #[test]
+    fn a_thin_copy_of_a_snapshot_event_is_recorded_under_the_snapshot_id() {
+        let copy = THIN.replacen(
+            r#""object""#,
+            r#""snapshot_event": "evt_1SnapshotOfIt", "object""#,
+            1,
+        );
+        let Delivery::Thin { event, .. } = parse_delivery(copy.as_bytes()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            event.id, "evt_test_65R9Ijk8",
+            "the delivery keeps its own id"
+        );
+        let snapshot = event
+            .into_snapshot(r#"{"id":"sub_1","customer":"cus_1","status":"active"}"#.to_owned())
+            .unwrap();
+        assert_eq!(snapshot.id, "evt_1SnapshotOfIt");
     }
 
     #[test]

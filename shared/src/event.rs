@@ -176,6 +176,8 @@ event_types! {
     PaymentIntentSucceeded => "payment_intent.succeeded",
     PaymentIntentPaymentFailed => "payment_intent.payment_failed",
     CheckoutSessionCompleted => "checkout.session.completed",
+    CheckoutSessionAsyncPaymentSucceeded => "checkout.session.async_payment_succeeded",
+    CheckoutSessionAsyncPaymentFailed => "checkout.session.async_payment_failed",
     InvoicePaid => "invoice.paid",
     InvoicePaymentSucceeded => "invoice.payment_succeeded",
     InvoicePaymentFailed => "invoice.payment_failed",

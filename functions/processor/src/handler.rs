@@ -92,6 +92,7 @@ impl ProcessError {
             Self::EmptyMessage | Self::Malformed(_) | Self::NotAnEvent(_) => "malformed_message",
             Self::StashedBody(_) => "stashed_body_unavailable",
             Self::Handler(HandlerError::Object(_)) => "unexpected_object",
+            Self::Handler(HandlerError::Unfulfillable(_)) => "unfulfillable_payment",
             Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
             Self::Notify(_) => "notification_failed",
             Self::NotificationInFlight => "notification_in_flight",

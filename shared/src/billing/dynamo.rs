@@ -133,6 +133,17 @@ impl Expression {
                     let v = self.value(to_attribute(value));
                     format!("{n} = {v}")
                 }
+                Guard::NotIn(name, values) => {
+                    let n = self.name(name);
+                    let vs: Vec<String> = values
+                        .iter()
+                        .map(|v| self.value(AttributeValue::S((*v).to_owned())))
+                        .collect();
+                    format!(
+                        "(attribute_not_exists({n}) OR NOT ({n} IN ({})))",
+                        vs.join(", ")
+                    )
+                }
             })
             .collect();
         (!clauses.is_empty()).then(|| clauses.join(" AND "))

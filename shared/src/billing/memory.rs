@@ -80,6 +80,10 @@ fn holds(guard: &Guard, item: Option<&Attributes>) -> bool {
         },
         Guard::Unset(name) => item.and_then(|i| i.get(*name)).is_none(),
         Guard::Equals(name, value) => item.and_then(|i| i.get(*name)) == Some(value),
+        Guard::NotIn(name, values) => match item.and_then(|i| i.get(*name)) {
+            Some(Value::S(current)) => !values.contains(&current.as_str()),
+            _ => true,
+        },
     }
 }
 

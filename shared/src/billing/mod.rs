@@ -20,11 +20,12 @@
 //! | pk | sk | holds |
 //! | --- | --- | --- |
 //! | `CUSTOMER#<cus>` | `SUB#<sub>` | plan, period end, cancel_at_period_end, version |
-//! | `CUSTOMER#<cus>` | `SUB#<sub>#STATUS` | status, version (also set by checkout and failed invoices) |
-//! | `CUSTOMER#<cus>` | `ACCESS` | `access_until`: latest period end paid for |
+//! | `CUSTOMER#<cus>` | `SUB#<sub>#STATUS` | status, version (also set by a paid checkout; never by invoices) |
+//! | `CUSTOMER#<cus>` | `SUB#<sub>#PAID` | `paid_until`: latest period end a paid invoice of this subscription covers |
 //! | `CUSTOMER#<cus>` | `CREDITS` | `balance` |
 //! | `CUSTOMER#<cus>` | `INVOICE#<in>` | amount due/paid, due date, hosted URL, status, version |
 //! | `PAYMENT#<pi>` | `PAYMENT` | amount, status, decline reason, customer, version |
+//! | `PAYMENT#<pi>` | `REFUND` | `refunded` once a charge of the payment is fully refunded |
 //! | `ORDER#<order_id>` | `ORDER` | `paid`, the payment, amount |
 //! | `GRANT#<pi or cs>` | `GRANT` | credits a payment granted, `reversed` once refunded |
 //! | `CHARGE#<ch>` / `DISPUTE#<dp>` | same | the record, version |
@@ -191,6 +192,8 @@ pub enum Guard {
     Unset(&'static str),
     /// The attribute equals the value.
     Equals(&'static str, Value),
+    /// The attribute is absent or a string other than these.
+    NotIn(&'static str, &'static [&'static str]),
 }
 
 /// What a write does to its item.
@@ -427,8 +430,15 @@ fn marker_write(event_id: &str, event_type: &str, now: i64, expires_at: Option<i
 
 // ---- The read API ----
 
-/// Subscription statuses that grant access (past_due keeps access while Stripe retries the payment).
-const ENTITLED_STATUSES: &[&str] = &["trialing", "active", "past_due"];
+/// The attribute of `SUB#<sub>#PAID` holding the latest period end a paid invoice covers.
+pub const PAID_UNTIL: &str = "paid_until";
+
+/// Statuses in which Stripe considers the current period covered: a trial, or a paid (or, with
+/// `send_invoice`, not yet due) invoice. Access runs to the current period's end.
+const CURRENT_PERIOD_STATUSES: &[&str] = &["trialing", "active"];
+/// `past_due`: Stripe is retrying the renewal. The period it is retrying for was not paid, so access
+/// runs only to the end of what paid invoices covered.
+const PAID_PERIOD_STATUSES: &[&str] = &["past_due"];
 
 /// What a customer may use right now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -458,6 +468,29 @@ pub struct SubscriptionState {
     pub current_period_end: Option<i64>,
     /// Ends at period end.
     pub cancel_at_period_end: bool,
+    /// The latest period end a paid invoice of this subscription covers.
+    pub paid_until: Option<i64>,
+}
+
+impl SubscriptionState {
+    /// Until when this subscription's access runs, by its status: the current period's end while
+    /// `trialing`/`active`, only what paid invoices covered while `past_due`, nothing otherwise
+    /// (`incomplete`, `unpaid`, `paused`, `canceled`, `incomplete_expired`, or unknown).
+    pub fn access_until(&self) -> Option<i64> {
+        let status = self.status.as_str();
+        if CURRENT_PERIOD_STATUSES.contains(&status) {
+            self.current_period_end.max(self.paid_until)
+        } else if PAID_PERIOD_STATUSES.contains(&status) {
+            self.paid_until
+        } else {
+            None
+        }
+    }
+
+    /// Whether this subscription grants access at `now`.
+    pub fn is_entitled(&self, now: i64) -> bool {
+        self.access_until().is_some_and(|end| end > now)
+    }
 }
 
 /// Every subscription of a customer.
@@ -471,10 +504,8 @@ pub async fn subscriptions<S: BillingStore>(
         let Some(rest) = sk.strip_prefix("SUB#") else {
             continue;
         };
-        let (id, is_status) = match rest.strip_suffix("#STATUS") {
-            Some(id) => (id, true),
-            None => (rest, false),
-        };
+        // `SUB#<sub>`, `SUB#<sub>#STATUS`, `SUB#<sub>#PAID` (Stripe ids never contain `#`).
+        let (id, part) = rest.split_once('#').unwrap_or((rest, ""));
         let state = subscriptions
             .entry(id.to_owned())
             .or_insert_with(|| SubscriptionState {
@@ -483,13 +514,17 @@ pub async fn subscriptions<S: BillingStore>(
                 plan: None,
                 current_period_end: None,
                 cancel_at_period_end: false,
+                paid_until: None,
             });
-        if is_status {
-            state.status = item.s("status").unwrap_or("unknown").to_owned();
-        } else {
-            state.plan = item.s("plan").map(str::to_owned);
-            state.current_period_end = item.n("current_period_end");
-            state.cancel_at_period_end = item.flag("cancel_at_period_end");
+        match part {
+            "STATUS" => state.status = item.s("status").unwrap_or("unknown").to_owned(),
+            "PAID" => state.paid_until = item.n(PAID_UNTIL),
+            "" => {
+                state.plan = item.s("plan").map(str::to_owned);
+                state.current_period_end = item.n("current_period_end");
+                state.cancel_at_period_end = item.flag("cancel_at_period_end");
+            }
+            _ => {}
         }
     }
     Ok(subscriptions.into_values().collect())
@@ -507,36 +542,28 @@ pub async fn subscription<S: BillingStore>(
         .find(|s| s.id == subscription_id))
 }
 
-/// Whether `customer` has access at `now`: a subscription in an entitled status whose paid period
-/// (the later of its current period end and the latest paid invoice period) has not ended.
+/// Whether `customer` has access at `now`: one of its subscriptions grants it
+/// ([`SubscriptionState::is_entitled`]: `trialing`/`active` to the current period's end, `past_due`
+/// only to the end of what its paid invoices covered). Each subscription stands on its own: one
+/// subscription's payment never extends another. With no entitling subscription, the fields describe
+/// the customer's first subscription (by id) and `active` is false.
 pub async fn entitlement<S: BillingStore>(
     store: &S,
     customer: &str,
     now: i64,
 ) -> Result<Entitlement, BillingError> {
-    let items = store.query(&Key::customer(customer, "").pk).await?;
-    let mut entitlement = Entitlement::default();
-    for (sk, item) in &items {
-        match sk.as_str() {
-            "ACCESS" => entitlement.access_until = item.n("access_until"),
-            "CREDITS" => entitlement.credits = item.n("balance").unwrap_or(0),
-            _ => {}
-        }
-    }
-    for sub in subscriptions(store, customer).await? {
-        let paid_until = sub.current_period_end.max(entitlement.access_until);
-        let active = ENTITLED_STATUSES.contains(&sub.status.as_str())
-            && paid_until.is_some_and(|end| end > now);
-        if active || (!entitlement.active && entitlement.status.is_none()) {
-            entitlement.active = active;
-            entitlement.plan = sub.plan;
-            entitlement.status = Some(sub.status);
-        }
-        if active {
-            break;
-        }
-    }
-    Ok(entitlement)
+    let subscriptions = subscriptions(store, customer).await?;
+    let chosen = subscriptions
+        .iter()
+        .find(|s| s.is_entitled(now))
+        .or(subscriptions.first());
+    Ok(Entitlement {
+        active: chosen.is_some_and(|s| s.is_entitled(now)),
+        plan: chosen.and_then(|s| s.plan.clone()),
+        status: chosen.map(|s| s.status.clone()),
+        access_until: chosen.and_then(|s| s.access_until().or(s.paid_until)),
+        credits: credit_balance(store, customer).await?,
+    })
 }
 
 /// A customer's prepaid credit balance.
@@ -562,6 +589,8 @@ pub struct PaymentRecord {
     pub customer: Option<String>,
     /// Why it failed.
     pub decline_reason: Option<String>,
+    /// Whether a charge of the payment was fully refunded.
+    pub refunded: bool,
 }
 
 /// The payment recorded for a PaymentIntent.
@@ -572,7 +601,9 @@ pub async fn payment<S: BillingStore>(
     let Some(item) = store.get(&Key::object("PAYMENT", payment_intent)).await? else {
         return Ok(None);
     };
+    let refunded = refunded(store, payment_intent).await?;
     Ok(Some(PaymentRecord {
+        refunded,
         status: item.s("status").unwrap_or_default().to_owned(),
         amount: Money::new(
             item.n("amount").unwrap_or(0),
@@ -583,12 +614,25 @@ pub async fn payment<S: BillingStore>(
     }))
 }
 
-/// Whether an order (PaymentIntent metadata `order_id`) is paid.
+/// Whether an order (PaymentIntent metadata `order_id`) is paid: its payment succeeded and was not
+/// fully refunded. (A partial refund leaves it paid: what part of an order it returns is yours to say.)
 pub async fn order_paid<S: BillingStore>(store: &S, order_id: &str) -> Result<bool, BillingError> {
-    Ok(store
-        .get(&Key::object("ORDER", order_id))
-        .await?
-        .is_some_and(|i| i.flag("paid")))
+    let Some(order) = store.get(&Key::object("ORDER", order_id)).await? else {
+        return Ok(false);
+    };
+    if !order.flag("paid") {
+        return Ok(false);
+    }
+    Ok(match order.s("payment_intent") {
+        Some(payment) => !refunded(store, payment).await?,
+        None => true,
+    })
+}
+
+/// Whether a charge of `payment_intent` was fully refunded (`PAYMENT#<pi>` / `REFUND`).
+async fn refunded<S: BillingStore>(store: &S, payment_intent: &str) -> Result<bool, BillingError> {
+    let key = Key::new(Key::object("PAYMENT", payment_intent).pk, "REFUND");
+    Ok(store.get(&key).await?.is_some_and(|i| i.flag("refunded")))
 }
 
 /// An invoice as recorded.

@@ -1,5 +1,5 @@
 //! `charge.failed` / `charge.refunded`: the charge record; a full refund takes back the credits its
-//! payment granted.
+//! payment granted and un-pays the order it paid.
 
 use super::{version, HandlerError, Plan};
 use crate::{
@@ -61,6 +61,20 @@ pub(super) async fn refunded<S: BillingStore>(
 ) -> Result<Plan, HandlerError> {
     let mut changes = vec![record(event, &charge, "refunded", RANK_REFUNDED)];
     if let (true, Some(payment)) = (charge.refunded, charge.payment_intent.as_deref()) {
+        // The payment's refund is its own item beside the payment record (which payment events replace
+        // whole): an order paid by a fully refunded payment is not paid, whichever event came first.
+        changes.push(Change::skippable(
+            "payment.refunded",
+            vec![Write {
+                key: Key::new(Key::object("PAYMENT", payment).pk, "REFUND"),
+                op: Op::Set(attributes([
+                    ("refunded", Some(true.into())),
+                    ("charge", Some(charge.id.as_str().into())),
+                    ("amount_refunded", Some(charge.amount_refunded.into())),
+                ])),
+                guards: vec![],
+            }],
+        ));
         let key = Key::object("GRANT", payment);
         match store.get(&key).await? {
             None => changes.push(Change::retryable(

@@ -1,8 +1,13 @@
-//! `invoice.*`: the invoice record, access extended by paid invoices, past_due on a failed renewal.
+//! `invoice.*`: the invoice record, and the paid period of the subscription a paid invoice belongs to.
+//!
+//! Invoices never set a subscription's status: Stripe moves the subscription itself (to `past_due`,
+//! `unpaid`, `canceled`...) and says so with `customer.subscription.updated`. A failed invoice writing
+//! `past_due` would give access back to a canceled subscription (its final invoice failing) or a free
+//! period to an incomplete one (its first payment declined).
 
-use super::{version, Audience, Notification, Plan};
+use super::{version, Audience, HandlerError, Notification, Plan};
 use crate::{
-    billing::{attr, attributes, Change, Guard, Key, Op, Write},
+    billing::{attr, attributes, AttributesExt, BillingStore, Change, Guard, Key, Op, Write},
     event::StripeEvent,
     money::Money,
     objects::Invoice,
@@ -12,8 +17,6 @@ use crate::{
 const RANK_FINALIZED: u8 = 0;
 const RANK_FAILED: u8 = 1;
 const RANK_PAID: u8 = 2;
-/// A failed payment marks the subscription past_due at the rank of a subscription update.
-const RANK_PAST_DUE: u8 = 1;
 
 fn record(event: &StripeEvent, invoice: &Invoice, customer: &str, rank: u8) -> Change {
     let v = version(event, rank);
@@ -52,23 +55,25 @@ pub(super) fn finalized(event: &StripeEvent, invoice: Invoice) -> Plan {
     }
 }
 
-/// Records the invoice and extends access to the end of the period it paid for. Access only ever grows
-/// (the latest paid period wins), so paid invoices commute.
+/// Records the invoice and extends its subscription's paid period to the end of the period it paid
+/// for. The paid period is the subscription's own (`SUB#<sub>#PAID`): one subscription's invoice never
+/// extends another. It only ever grows (the latest paid period wins), so paid invoices commute. An
+/// invoice of no subscription (a one-off) pays for no period.
 pub(super) fn paid(event: &StripeEvent, invoice: Invoice) -> Plan {
     let Some(customer) = invoice.customer.as_deref() else {
         return Plan::default();
     };
     let mut changes = vec![record(event, &invoice, customer, RANK_PAID)];
-    if let Some(until) = invoice.access_until() {
+    if let (Some(subscription), Some(until)) = (invoice.subscription_id(), invoice.access_until()) {
         changes.push(Change::skippable(
-            "access",
+            "subscription.paid",
             vec![Write {
-                key: Key::customer(customer, "ACCESS"),
+                key: Key::customer(customer, format!("SUB#{subscription}#PAID")),
                 op: Op::Set(attributes([
-                    ("access_until", Some(until.into())),
+                    (crate::billing::PAID_UNTIL, Some(until.into())),
                     ("invoice", Some(invoice.id.as_str().into())),
                 ])),
-                guards: vec![Guard::Below("access_until", until)],
+                guards: vec![Guard::Below(crate::billing::PAID_UNTIL, until)],
             }],
         ));
     }
@@ -78,20 +83,27 @@ pub(super) fn paid(event: &StripeEvent, invoice: Invoice) -> Plan {
     }
 }
 
-/// Records the invoice, marks its subscription past_due, and tells the failures channel.
-pub(super) fn payment_failed(event: &StripeEvent, invoice: Invoice) -> Plan {
+/// Records the invoice and tells the failures channel, unless the invoice is paid by now: a failure
+/// delivered after (or re-planned after) the payment that fixed it is history, not news. Paid is final
+/// for an invoice, so one read decides; with a Stripe API key the object itself is current too.
+pub(super) async fn payment_failed<S: BillingStore>(
+    event: &StripeEvent,
+    invoice: Invoice,
+    store: &S,
+) -> Result<Plan, HandlerError> {
     let Some(customer) = invoice.customer.as_deref() else {
-        return Plan::default();
+        return Ok(Plan::default());
     };
-    let mut changes = vec![record(event, &invoice, customer, RANK_FAILED)];
-    if let Some(subscription) = invoice.subscription_id() {
-        let v = version(event, RANK_PAST_DUE);
-        changes.push(super::subscription::status_change(
-            customer,
-            subscription,
-            "past_due",
-            v,
-        ));
+    let changes = vec![record(event, &invoice, customer, RANK_FAILED)];
+    let paid_now = invoice.status.as_deref() == Some("paid")
+        || crate::billing::invoice(store, customer, &invoice.id)
+            .await?
+            .is_some_and(|recorded| recorded.s("status") == Some("paid"));
+    if paid_now {
+        return Ok(Plan {
+            changes,
+            notifications: vec![],
+        });
     }
     let who = super::who(Some(customer), invoice.customer_email.as_deref());
     let link = invoice
@@ -99,7 +111,7 @@ pub(super) fn payment_failed(event: &StripeEvent, invoice: Invoice) -> Plan {
         .as_deref()
         .map(|u| format!(" — {u}"))
         .unwrap_or_default();
-    Plan {
+    Ok(Plan {
         changes,
         notifications: vec![Notification {
             audience: Audience::Failures,
@@ -109,5 +121,5 @@ pub(super) fn payment_failed(event: &StripeEvent, invoice: Invoice) -> Plan {
                 Money::new(invoice.amount_due, &invoice.currency)
             ),
         }],
-    }
+    })
 }

@@ -75,6 +75,10 @@ pub enum HandlerError {
     /// A read of the current state failed.
     #[error("billing state unavailable")]
     Billing(#[from] BillingError),
+    /// The event is money we cannot account for (credits sold to no one, or a credit count that is not
+    /// a number). Marking it applied would drop the money silently; failing it sends it to the DLQ.
+    #[error("cannot fulfil: {0}")]
+    Unfulfillable(String),
 }
 
 /// The event types whose handler sends a notification (a test keeps this list true): what a
@@ -82,6 +86,7 @@ pub enum HandlerError {
 pub const NOTIFYING: &[&str] = &[
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
+    "checkout.session.async_payment_failed",
     "invoice.payment_failed",
     "customer.subscription.trial_will_end",
     "charge.dispute.created",
@@ -99,9 +104,13 @@ pub async fn plan<S: BillingStore>(
     let plan = match &event.event_type {
         PaymentIntentSucceeded => payment_intent::succeeded(event, event.object()?),
         PaymentIntentPaymentFailed => payment_intent::failed(event, event.object()?),
-        CheckoutSessionCompleted => checkout::completed(event, event.object()?),
+        CheckoutSessionCompleted => checkout::completed(event, event.object()?)?,
+        CheckoutSessionAsyncPaymentSucceeded => {
+            checkout::async_payment_succeeded(event, event.object()?)?
+        }
+        CheckoutSessionAsyncPaymentFailed => checkout::async_payment_failed(event.object()?),
         InvoicePaid | InvoicePaymentSucceeded => invoice::paid(event, event.object()?),
-        InvoicePaymentFailed => invoice::payment_failed(event, event.object()?),
+        InvoicePaymentFailed => invoice::payment_failed(event, event.object()?, store).await?,
         InvoiceFinalized => invoice::finalized(event, event.object()?),
         CustomerSubscriptionCreated | CustomerSubscriptionUpdated | CustomerSubscriptionDeleted => {
             subscription::changed(event, event.object()?)
@@ -213,26 +222,20 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(sub.status, "canceled");
-        // The invoice fixtures bill a placeholder subscription id ("subscription"); its failed renewal
-        // left it past_due, which keeps access until the end of the period the paid invoice covers.
+        // The invoice fixtures bill a placeholder subscription id ("subscription") of which no
+        // subscription event says anything: its paid invoice records the period paid for, but only a
+        // subscription event can say the subscription is active, and its failed invoice says nothing
+        // about its status. So no access comes from it.
         let placeholder = billing::subscription(&store, customer, "subscription")
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(placeholder.status, "past_due");
-        let paid_until = 1_721_954_054;
-        let entitlement = billing::entitlement(&store, customer, paid_until - 1)
+        assert_eq!(placeholder.status, "unknown");
+        assert_eq!(placeholder.paid_until, Some(1_721_954_054));
+        let entitlement = billing::entitlement(&store, customer, 1_721_954_000)
             .await
             .unwrap();
-        assert!(entitlement.active);
-        assert_eq!(entitlement.status.as_deref(), Some("past_due"));
-        assert_eq!(entitlement.access_until, Some(paid_until));
-        assert!(
-            !billing::entitlement(&store, customer, paid_until)
-                .await
-                .unwrap()
-                .active
-        );
+        assert!(!entitlement.active, "{entitlement:?}");
         // The invoice: paid (its latest event), with its amount.
         let invoice = billing::invoice(&store, customer, "in_1Pgc6tB7WZ01zgkWu9fdqL6I")
             .await
@@ -337,6 +340,13 @@ mod tests {
             let event = match *name {
                 "charge.dispute.updated" => dispute_news(name, "under_review", "evt_u"),
                 "charge.dispute.closed" => dispute_news(name, "won", "evt_c"),
+                // No fixture of their own: the completed session's, as Stripe sends it for a paid one.
+                "checkout.session.async_payment_succeeded"
+                | "checkout.session.async_payment_failed" => {
+                    edited("checkout.session.completed", "evt_a", 1, |e| {
+                        e["type"] = (*name).into()
+                    })
+                }
                 _ => fixture(name),
             };
             let plan = plan(&event, &store, 1_723_000_000).await.unwrap().unwrap();
@@ -369,6 +379,520 @@ mod tests {
             Applied::Before
         );
         assert_eq!(store.state(), before);
+    }
+
+    /// A fixture as another event: `edit` gets the whole event (id and created already set).
+    fn edited(
+        name: &str,
+        id: &str,
+        created: i64,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> StripeEvent {
+        let mut event: serde_json::Value = serde_json::from_slice(&fixture_bytes(name)).unwrap();
+        event["id"] = id.into();
+        event["created"] = created.into();
+        edit(&mut event);
+        StripeEvent::parse(&serde_json::to_vec(&event).unwrap()).unwrap()
+    }
+
+    /// A checkout session of `customer` selling `credits`, as event `event_type`.
+    fn credits_checkout(
+        event_type: &str,
+        id: &str,
+        created: i64,
+        payment_status: &str,
+        customer: Option<&str>,
+        credits: &str,
+    ) -> StripeEvent {
+        edited("checkout.session.completed", id, created, |e| {
+            e["type"] = event_type.into();
+            let o = &mut e["data"]["object"];
+            o["id"] = "cs_credits".into();
+            o["payment_intent"] = "pi_credits".into();
+            o["customer"] = customer.into();
+            o["payment_status"] = payment_status.into();
+            o["metadata"] = serde_json::json!({ CREDITS_KEY: credits });
+        })
+    }
+
+    const CREDITS_KEY: &str = "credits";
+
+    /// A subscription event of customer `cus_money` for `sub`.
+    fn sub_event(
+        event_type: &str,
+        id: &str,
+        created: i64,
+        sub: &str,
+        status: &str,
+        period_end: i64,
+    ) -> StripeEvent {
+        edited("customer.subscription.updated", id, created, |e| {
+            e["type"] = event_type.into();
+            let o = &mut e["data"]["object"];
+            o["id"] = sub.into();
+            o["customer"] = "cus_money".into();
+            o["status"] = status.into();
+            o["items"]["data"][0]["current_period_end"] = period_end.into();
+        })
+    }
+
+    /// An invoice event of customer `cus_money` for `sub`, paying the period ending `period_end`.
+    fn invoice_event(
+        name: &str,
+        id: &str,
+        created: i64,
+        invoice: &str,
+        sub: &str,
+        period_end: i64,
+    ) -> StripeEvent {
+        edited(name, id, created, |e| {
+            let o = &mut e["data"]["object"];
+            o["id"] = invoice.into();
+            o["customer"] = "cus_money".into();
+            o["parent"]["subscription_details"]["subscription"] = sub.into();
+            o["lines"]["data"][0]["period"]["end"] = period_end.into();
+        })
+    }
+
+    async fn status_of(store: &MemoryBillingStore, sub: &str) -> Option<String> {
+        billing::subscription(store, "cus_money", sub)
+            .await
+            .unwrap()
+            .map(|s| s.status)
+    }
+
+    #[tokio::test]
+    async fn a_checkout_awaiting_a_delayed_payment_grants_nothing_until_the_money_arrives() {
+        let store = MemoryBillingStore::new();
+        let customer = Some("cus_money");
+        let completed = credits_checkout(
+            "checkout.session.completed",
+            "evt_c1",
+            100,
+            "unpaid",
+            customer,
+            "50",
+        );
+        apply(&store, &completed).await.unwrap();
+        assert_eq!(
+            billing::credit_balance(&store, "cus_money").await.unwrap(),
+            0
+        );
+        // The bank debit clears: the credits arrive, once, whatever else is delivered again.
+        let succeeded = credits_checkout(
+            "checkout.session.async_payment_succeeded",
+            "evt_c2",
+            200,
+            "paid",
+            customer,
+            "50",
+        );
+        assert!(apply(&store, &succeeded).await.is_some(), "handled");
+        assert_eq!(
+            billing::credit_balance(&store, "cus_money").await.unwrap(),
+            50
+        );
+        let resent = credits_checkout(
+            "checkout.session.async_payment_succeeded",
+            "evt_c3",
+            200,
+            "paid",
+            customer,
+            "50",
+        );
+        apply(&store, &resent).await.unwrap();
+        apply(&store, &completed).await.unwrap();
+        assert_eq!(
+            billing::credit_balance(&store, "cus_money").await.unwrap(),
+            50
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_delayed_payment_grants_nothing_and_tells_failures() {
+        let store = MemoryBillingStore::new();
+        let customer = Some("cus_money");
+        for event in [
+            credits_checkout(
+                "checkout.session.completed",
+                "evt_f1",
+                100,
+                "unpaid",
+                customer,
+                "50",
+            ),
+            credits_checkout(
+                "checkout.session.async_payment_failed",
+                "evt_f2",
+                200,
+                "unpaid",
+                customer,
+                "50",
+            ),
+        ] {
+            let plan = apply(&store, &event).await.expect("handled");
+            if event.event_type.as_str().ends_with("failed") {
+                assert_eq!(plan.notifications.len(), 1);
+                assert_eq!(plan.notifications[0].audience, Audience::Failures);
+                assert!(plan.notifications[0].text.contains("cs_credits"));
+            }
+        }
+        assert_eq!(
+            billing::credit_balance(&store, "cus_money").await.unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unpaid_subscription_checkout_does_not_activate_the_subscription() {
+        let store = MemoryBillingStore::new();
+        let checkout = |event_type: &str, id: &str, created: i64, paid: &str| {
+            edited("checkout.session.completed", id, created, |e| {
+                e["type"] = event_type.into();
+                let o = &mut e["data"]["object"];
+                o["mode"] = "subscription".into();
+                o["customer"] = "cus_money".into();
+                o["subscription"] = "sub_debit".into();
+                o["payment_status"] = paid.into();
+            })
+        };
+        apply(
+            &store,
+            &sub_event(
+                "customer.subscription.created",
+                "evt_s0",
+                100,
+                "sub_debit",
+                "incomplete",
+                5_000,
+            ),
+        )
+        .await
+        .unwrap();
+        apply(
+            &store,
+            &checkout("checkout.session.completed", "evt_s1", 101, "unpaid"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status_of(&store, "sub_debit").await.as_deref(),
+            Some("incomplete")
+        );
+        assert!(
+            !billing::entitlement(&store, "cus_money", 1_000)
+                .await
+                .unwrap()
+                .active
+        );
+        apply(
+            &store,
+            &checkout(
+                "checkout.session.async_payment_succeeded",
+                "evt_s2",
+                300,
+                "paid",
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status_of(&store, "sub_debit").await.as_deref(),
+            Some("active")
+        );
+        assert!(
+            billing::entitlement(&store, "cus_money", 1_000)
+                .await
+                .unwrap()
+                .active
+        );
+    }
+
+    #[tokio::test]
+    async fn a_paid_credits_checkout_that_cannot_be_credited_fails_instead_of_applying() {
+        let store = MemoryBillingStore::new();
+        for (customer, credits) in [
+            (None, "50"),
+            (Some("cus_money"), "fifty"),
+            (Some("cus_money"), "-5"),
+            (Some("cus_money"), "0"),
+            (Some("cus_money"), ""),
+        ] {
+            let event = credits_checkout(
+                "checkout.session.completed",
+                "evt_bad",
+                100,
+                "paid",
+                customer,
+                credits,
+            );
+            let result = plan(&event, &store, 0).await;
+            assert!(
+                matches!(result, Err(HandlerError::Unfulfillable(_))),
+                "{customer:?} {credits:?}: {result:?}"
+            );
+        }
+        // The same with a client_reference_id instead of a customer is fine.
+        let mut event = credits_checkout(
+            "checkout.session.completed",
+            "evt_ref",
+            100,
+            "paid",
+            None,
+            "7",
+        );
+        let mut value: serde_json::Value = serde_json::from_str(event.data.object.get()).unwrap();
+        value["client_reference_id"] = "user_42".into();
+        event.data.object = serde_json::value::RawValue::from_string(value.to_string()).unwrap();
+        apply(&store, &event).await.unwrap();
+        assert_eq!(billing::credit_balance(&store, "user_42").await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_failed_invoice_never_sets_the_subscription_status() {
+        let store = MemoryBillingStore::new();
+        // A failed final invoice after the subscription was deleted does not give access back.
+        apply(
+            &store,
+            &sub_event(
+                "customer.subscription.deleted",
+                "evt_d",
+                100,
+                "sub_gone",
+                "canceled",
+                5_000,
+            ),
+        )
+        .await
+        .unwrap();
+        apply(
+            &store,
+            &invoice_event(
+                "invoice.payment_failed",
+                "evt_if",
+                200,
+                "in_final",
+                "sub_gone",
+                5_000,
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status_of(&store, "sub_gone").await.as_deref(),
+            Some("canceled")
+        );
+        // A declined first payment leaves the subscription incomplete: no free period.
+        apply(
+            &store,
+            &sub_event(
+                "customer.subscription.created",
+                "evt_c",
+                100,
+                "sub_new",
+                "incomplete",
+                5_000,
+            ),
+        )
+        .await
+        .unwrap();
+        apply(
+            &store,
+            &invoice_event(
+                "invoice.payment_failed",
+                "evt_if2",
+                200,
+                "in_first",
+                "sub_new",
+                5_000,
+            ),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            status_of(&store, "sub_new").await.as_deref(),
+            Some("incomplete")
+        );
+        assert!(
+            !billing::entitlement(&store, "cus_money", 1_000)
+                .await
+                .unwrap()
+                .active
+        );
+    }
+
+    #[tokio::test]
+    async fn a_terminal_subscription_status_never_moves_back() {
+        let store = MemoryBillingStore::new();
+        for terminal in ["canceled", "incomplete_expired"] {
+            let sub = format!("sub_{terminal}");
+            apply(
+                &store,
+                &sub_event(
+                    "customer.subscription.deleted",
+                    &format!("evt_{terminal}_1"),
+                    100,
+                    &sub,
+                    terminal,
+                    5_000,
+                ),
+            )
+            .await
+            .unwrap();
+            // A later event that says otherwise (a paid checkout delivered late, a stray update).
+            apply(
+                &store,
+                &sub_event(
+                    "customer.subscription.updated",
+                    &format!("evt_{terminal}_2"),
+                    200,
+                    &sub,
+                    "active",
+                    5_000,
+                ),
+            )
+            .await
+            .unwrap();
+            let checkout = edited(
+                "checkout.session.completed",
+                &format!("evt_{terminal}_3"),
+                300,
+                |e| {
+                    let o = &mut e["data"]["object"];
+                    o["mode"] = "subscription".into();
+                    o["customer"] = "cus_money".into();
+                    o["subscription"] = sub.as_str().into();
+                },
+            );
+            apply(&store, &checkout).await.unwrap();
+            assert_eq!(status_of(&store, &sub).await.as_deref(), Some(terminal));
+        }
+        assert!(
+            !billing::entitlement(&store, "cus_money", 1_000)
+                .await
+                .unwrap()
+                .active
+        );
+    }
+
+    #[tokio::test]
+    async fn a_paid_invoice_extends_only_its_own_subscription() {
+        let store = MemoryBillingStore::new();
+        // Two subscriptions: A is past_due on a period that was never paid, B is paid far ahead.
+        apply(
+            &store,
+            &sub_event(
+                "customer.subscription.updated",
+                "evt_a",
+                100,
+                "sub_a",
+                "past_due",
+                9_000,
+            ),
+        )
+        .await
+        .unwrap();
+        apply(
+            &store,
+            &invoice_event("invoice.paid", "evt_ia", 50, "in_a", "sub_a", 1_000),
+        )
+        .await
+        .unwrap();
+        // A past_due subscription has access only until the end of what was paid, not its period end.
+        let e = billing::entitlement(&store, "cus_money", 500)
+            .await
+            .unwrap();
+        assert!(e.active, "{e:?}");
+        assert_eq!(e.access_until, Some(1_000));
+        assert!(
+            !billing::entitlement(&store, "cus_money", 2_000)
+                .await
+                .unwrap()
+                .active
+        );
+        // B's paid invoice is B's: it does not extend A.
+        apply(
+            &store,
+            &sub_event(
+                "customer.subscription.updated",
+                "evt_b",
+                100,
+                "sub_b",
+                "canceled",
+                50_000,
+            ),
+        )
+        .await
+        .unwrap();
+        apply(
+            &store,
+            &invoice_event("invoice.paid", "evt_ib", 60, "in_b", "sub_b", 50_000),
+        )
+        .await
+        .unwrap();
+        let e = billing::entitlement(&store, "cus_money", 2_000)
+            .await
+            .unwrap();
+        assert!(!e.active, "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_payment_failure_does_not_say_renewal_failed_for_a_paid_invoice() {
+        let store = MemoryBillingStore::new();
+        let failed = invoice_event(
+            "invoice.payment_failed",
+            "evt_fail",
+            100,
+            "in_x",
+            "sub_x",
+            5_000,
+        );
+        let paid = invoice_event("invoice.paid", "evt_paid", 200, "in_x", "sub_x", 5_000);
+        // Delivered after the paid invoice: recorded, no message.
+        apply(&store, &paid).await.unwrap();
+        let plan = apply(&store, &failed).await.unwrap();
+        assert!(plan.notifications.is_empty(), "{:?}", plan.notifications);
+        // In Stripe's order the failure is news.
+        let store = MemoryBillingStore::new();
+        let plan = apply(&store, &failed).await.unwrap();
+        assert_eq!(plan.notifications.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_fully_refunded_order_is_no_longer_paid_in_either_order() {
+        let succeeded = edited("payment_intent.succeeded", "evt_pi", 100, |e| {
+            let o = &mut e["data"]["object"];
+            o["id"] = "pi_order".into();
+            o["metadata"] = serde_json::json!({ "order_id": "order_7" });
+        });
+        let refund = |id: &str, full: bool| {
+            edited("charge.refunded", id, 200, |e| {
+                let o = &mut e["data"]["object"];
+                o["payment_intent"] = "pi_order".into();
+                o["refunded"] = full.into();
+            })
+        };
+        // A partial refund leaves the order paid.
+        let store = MemoryBillingStore::new();
+        apply(&store, &succeeded).await.unwrap();
+        apply(&store, &refund("evt_partial", false)).await.unwrap();
+        assert!(billing::order_paid(&store, "order_7").await.unwrap());
+        for refund_first in [false, true] {
+            let store = MemoryBillingStore::new();
+            let full = refund("evt_full", true);
+            let order: [&StripeEvent; 2] = if refund_first {
+                [&full, &succeeded]
+            } else {
+                [&succeeded, &full]
+            };
+            for event in order {
+                apply(&store, event).await.unwrap();
+            }
+            assert!(
+                !billing::order_paid(&store, "order_7").await.unwrap(),
+                "refund first: {refund_first}"
+            );
+        }
     }
 
     use proptest::prelude::*;

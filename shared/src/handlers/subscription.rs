@@ -50,9 +50,13 @@ pub(super) fn changed(event: &StripeEvent, sub: Subscription) -> Plan {
     }
 }
 
-/// The subscription's status is its own item: besides the subscription's events, checkout (activate)
-/// and a failed invoice (past_due) set it. Each item is only ever replaced whole by a newer event, so the
-/// final state is that of the newest event, whatever order they arrive in.
+/// Statuses a subscription never leaves: Stripe does not reactivate a canceled or expired subscription
+/// (a new one is created instead), so no later write may move one back and give access again.
+const TERMINAL_STATUSES: &[&str] = &["canceled", "incomplete_expired"];
+
+/// The subscription's status is its own item: besides the subscription's events, a paid checkout
+/// (activate) sets it; invoices never do. Each item is only ever replaced whole by a newer event, so the
+/// final state is that of the newest event, whatever order they arrive in, and never once terminal.
 pub(super) fn status_change(
     customer: &str,
     subscription: &str,
@@ -67,7 +71,7 @@ pub(super) fn status_change(
                 ("status", Some(status.into())),
                 (attr::VERSION, Some(v.as_str().into())),
             ])),
-            guards: vec![Guard::Newer(v)],
+            guards: vec![Guard::Newer(v), Guard::NotIn("status", TERMINAL_STATUSES)],
         }],
     )
 }
