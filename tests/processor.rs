@@ -121,13 +121,34 @@ async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_on
     process_until_done(&app, doubled).await;
     let notified = slack.texts().len();
     assert_eq!(process_until_done(&app, messages).await, 1);
-    // THEN the state equals applying each event once, and nothing was notified twice
-    assert_eq!(billing_state(&resources).await, billing_state(&once).await);
-    assert_eq!(slack.texts().len(), notified);
-    assert_eq!(slack.texts(), once_slack.texts());
+    // THEN the state equals applying each event once (notification records aside: which messages
+    // were news is checked on Slack below), and nothing was notified twice
+    let without_notifications = |mut state: std::collections::BTreeMap<(String, String), String>| {
+        state.retain(|(_, sk), _| !sk.starts_with("NOTIFY#"));
+        state
+    };
     assert_eq!(
-        notified, 1,
-        "only the failed renewal notifies in this history"
+        without_notifications(billing_state(&resources).await),
+        without_notifications(billing_state(&once).await)
+    );
+    assert_eq!(slack.texts().len(), notified);
+    // The payment is news in any order. The failed renewal only if it was processed before the same
+    // invoice's payment (in one concurrent batch, either may go first): at most once, never lost
+    // otherwise.
+    let renewal = |texts: Vec<String>| -> (Vec<String>, usize) {
+        let (failed, rest): (Vec<_>, Vec<_>) =
+            texts.into_iter().partition(|t| t.starts_with("Renewal failed"));
+        (rest, failed.len())
+    };
+    let ((texts, renewals), (once_texts, once_renewals)) =
+        (renewal(slack.texts()), renewal(once_slack.texts()));
+    assert_eq!(texts, once_texts);
+    assert_eq!(once_renewals, 1, "in order, the failure is news");
+    assert!(renewals <= 1, "{renewals} renewal messages");
+    assert_eq!(
+        texts.len(),
+        1,
+        "the payment for the credits notifies once: {texts:?}"
     );
     assert_eq!(
         billing::credit_balance(&app.billing, &history.customer)
@@ -149,7 +170,7 @@ async fn the_subscription_lifecycle_in_every_order_ends_in_the_in_order_state() 
         let e = &h.events;
         (
             h.customer.clone(),
-            vec![e[0].clone(), e[3].clone(), e[6].clone(), e[7].clone()],
+            vec![e[0].clone(), e[4].clone(), e[7].clone(), e[8].clone()],
         )
     };
     let snapshot = |customer: String| {
@@ -375,7 +396,7 @@ async fn credits_are_granted_once_and_a_refund_reverses_them_once_in_either_orde
             1_800_000_000,
             true,
         );
-        let (grant, refund) = (&history.events[1], &history.events[7]);
+        let (grant, refund) = (&history.events[1], &history.events[8]);
         let (first, second) = if refund_first {
             (refund, grant)
         } else {
@@ -451,8 +472,8 @@ fn any_interleaving_with_duplicates_ends_in_the_in_order_state_on_dynamodb() {
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(12));
     let strategy = (
         any::<bool>(),
-        Just((0..9usize).collect::<Vec<_>>()).prop_shuffle(),
-        proptest::collection::vec(0..9usize, 0..5),
+        Just((0..10usize).collect::<Vec<_>>()).prop_shuffle(),
+        proptest::collection::vec(0..10usize, 0..5),
     );
     runner
         .run(&strategy, |(refund, order, duplicates)| {
@@ -563,7 +584,7 @@ async fn a_thin_event_is_fetched_through_failures_and_applied_once() {
         1_800_000_000,
         false,
     );
-    let updated = &history.events[3];
+    let updated = &history.events[4];
     let snapshot: serde_json::Value = serde_json::from_slice(updated).unwrap();
     assert_eq!(snapshot["type"], "customer.subscription.updated");
     let subscription = snapshot["data"]["object"].clone();

@@ -39,8 +39,8 @@ fn event(template: &str, id: String, created: i64, edit: impl FnOnce(&mut Value)
     serde_json::to_vec(&event).unwrap_or_default()
 }
 
-/// A history for customer `tag` starting at `t0`: subscription created, credits bought, first invoice
-/// paid, plan changed with cancel at period end, a renewal failing and then paid, the credit payment
+/// A history for customer `tag` starting at `t0`: subscription created, credits bought (the session and
+/// its payment), first invoice paid, plan changed with cancel at period end, a renewal failing and then paid, the credit payment
 /// refunded, the subscription deleted. With `refund` false the credit payment is not refunded.
 pub fn customer_history(tag: &str, t0: i64, refund: bool) -> History {
     let customer = format!("cus_{tag}");
@@ -93,6 +93,17 @@ pub fn customer_history(tag: &str, t0: i64, refund: bool) -> History {
                 o["mode"] = json!("payment");
                 o["payment_intent"] = json!(payment_intent);
                 o["metadata"] = json!({ "credits": credits.to_string() });
+            },
+        ),
+        // The credit purchase's payment, as Stripe sends it beside the session: the one message of
+        // the history whose sending does not depend on delivery order.
+        event(
+            fixture!("payment_intent.succeeded"),
+            id(10),
+            t0 + 11,
+            |o| {
+                o["id"] = json!(payment_intent);
+                o["customer"] = json!(customer);
             },
         ),
         invoice_event(

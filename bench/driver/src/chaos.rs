@@ -180,7 +180,11 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
         }
         let state = wiring::billing_state(&ddb, &reference_resources.billing_table).await?;
         reference.insert(refund, customer_state(&state, &tag));
-        reference_notifications.insert(refund, reference_slack.texts().len() - notified_before);
+        let required = reference_slack.texts()[notified_before..]
+            .iter()
+            .filter(|t| !is_order_dependent(t))
+            .count();
+        reference_notifications.insert(refund, required);
     }
     reference_resources.delete();
 
@@ -456,7 +460,11 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
         *text_counts.entry(text).or_default() += 1;
     }
     let doubled_notifications = notifications.len() - text_counts.len();
-    let missing_notifications = expected_notifications.saturating_sub(text_counts.len());
+    let required_sent = text_counts
+        .keys()
+        .filter(|t| !is_order_dependent(t))
+        .count();
+    let missing_notifications = expected_notifications.saturating_sub(required_sent);
     let tags: Vec<&str> = histories.iter().map(|(tag, _, _)| tag.as_str()).collect();
     if let Some(text) = text_counts
         .keys()
@@ -596,6 +604,13 @@ fn render(s: &serde_json::Value) -> String {
 }
 
 /// One event's deliveries by Stripe: until a 2xx, with backoff; the twin (if any) at the same moment.
+/// A message that is news only in some delivery orders: a failed renewal is not sent once the same
+/// invoice's payment was applied (README, handler table), and the shuffled schedule decides which
+/// comes first. Such a message may be missing; it is still never sent twice unexplained.
+fn is_order_dependent(text: &str) -> bool {
+    text.starts_with("Renewal failed")
+}
+
 async fn deliver(
     receiver: &ReceiverApp,
     tally: &Tally,

@@ -947,8 +947,8 @@ mod tests {
         #[test]
         fn any_order_and_duplicates_end_in_the_in_order_state(
             refund in any::<bool>(),
-            order in Just((0..9usize).collect::<Vec<_>>()).prop_shuffle(),
-            duplicates in proptest::collection::vec(0..9usize, 0..6),
+            order in Just((0..10usize).collect::<Vec<_>>()).prop_shuffle(),
+            duplicates in proptest::collection::vec(0..10usize, 0..6),
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             runtime.block_on(async {
