@@ -97,15 +97,10 @@ pub fn customer_history(tag: &str, t0: i64, refund: bool) -> History {
         ),
         // The credit purchase's payment, as Stripe sends it beside the session: the one message of
         // the history whose sending does not depend on delivery order.
-        event(
-            fixture!("payment_intent.succeeded"),
-            id(10),
-            t0 + 11,
-            |o| {
-                o["id"] = json!(payment_intent);
-                o["customer"] = json!(customer);
-            },
-        ),
+        event(fixture!("payment_intent.succeeded"), id(10), t0 + 11, |o| {
+            o["id"] = json!(payment_intent);
+            o["customer"] = json!(customer);
+        }),
         invoice_event(
             fixture!("invoice.paid"),
             3,

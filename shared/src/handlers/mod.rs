@@ -543,69 +543,78 @@ mod tests {
         );
     }
 
+    /// Applies each event in turn (each must be handled).
+    async fn apply_each(store: &MemoryBillingStore, events: &[StripeEvent]) {
+        for event in events {
+            assert!(apply(store, event).await.is_some(), "{}", event.id);
+        }
+    }
+
+    async fn active_at(store: &MemoryBillingStore, now: i64) -> bool {
+        billing::entitlement(store, "cus_money", now)
+            .await
+            .unwrap()
+            .active
+    }
+
+    /// A subscription-mode session of `cus_money` for `sub`, as `event_type`.
+    fn subscription_checkout(
+        event_type: &str,
+        id: &str,
+        created: i64,
+        sub: &str,
+        paid: &str,
+    ) -> StripeEvent {
+        edited("checkout.session.completed", id, created, |e| {
+            e["type"] = event_type.into();
+            let o = &mut e["data"]["object"];
+            o["mode"] = "subscription".into();
+            o["customer"] = "cus_money".into();
+            o["subscription"] = sub.into();
+            o["payment_status"] = paid.into();
+        })
+    }
+
     #[tokio::test]
     async fn an_unpaid_subscription_checkout_does_not_activate_the_subscription() {
         let store = MemoryBillingStore::new();
-        let checkout = |event_type: &str, id: &str, created: i64, paid: &str| {
-            edited("checkout.session.completed", id, created, |e| {
-                e["type"] = event_type.into();
-                let o = &mut e["data"]["object"];
-                o["mode"] = "subscription".into();
-                o["customer"] = "cus_money".into();
-                o["subscription"] = "sub_debit".into();
-                o["payment_status"] = paid.into();
-            })
-        };
-        apply(
+        let created = "customer.subscription.created";
+        apply_each(
             &store,
-            &sub_event(
-                "customer.subscription.created",
-                "evt_s0",
-                100,
-                "sub_debit",
-                "incomplete",
-                5_000,
-            ),
+            &[
+                sub_event(created, "evt_s0", 100, "sub_debit", "incomplete", 5_000),
+                subscription_checkout(
+                    "checkout.session.completed",
+                    "evt_s1",
+                    101,
+                    "sub_debit",
+                    "unpaid",
+                ),
+            ],
         )
-        .await
-        .unwrap();
-        apply(
-            &store,
-            &checkout("checkout.session.completed", "evt_s1", 101, "unpaid"),
-        )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(
             status_of(&store, "sub_debit").await.as_deref(),
             Some("incomplete")
         );
-        assert!(
-            !billing::entitlement(&store, "cus_money", 1_000)
-                .await
-                .unwrap()
-                .active
-        );
-        apply(
+        assert!(!active_at(&store, 1_000).await);
+        let succeeded = "checkout.session.async_payment_succeeded";
+        apply_each(
             &store,
-            &checkout(
-                "checkout.session.async_payment_succeeded",
+            &[subscription_checkout(
+                succeeded,
                 "evt_s2",
                 300,
+                "sub_debit",
                 "paid",
-            ),
+            )],
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(
             status_of(&store, "sub_debit").await.as_deref(),
             Some("active")
         );
-        assert!(
-            billing::entitlement(&store, "cus_money", 1_000)
-                .await
-                .unwrap()
-                .active
-        );
+        assert!(active_at(&store, 1_000).await);
     }
 
     #[tokio::test]
@@ -651,74 +660,42 @@ mod tests {
     #[tokio::test]
     async fn a_failed_invoice_never_sets_the_subscription_status() {
         let store = MemoryBillingStore::new();
-        // A failed final invoice after the subscription was deleted does not give access back.
-        apply(
+        let failed = "invoice.payment_failed";
+        apply_each(
             &store,
-            &sub_event(
-                "customer.subscription.deleted",
-                "evt_d",
-                100,
-                "sub_gone",
-                "canceled",
-                5_000,
-            ),
+            &[
+                // A failed final invoice after the subscription was deleted does not give access back.
+                sub_event(
+                    "customer.subscription.deleted",
+                    "evt_d",
+                    100,
+                    "sub_gone",
+                    "canceled",
+                    5_000,
+                ),
+                invoice_event(failed, "evt_if", 200, "in_final", "sub_gone", 5_000),
+                // A declined first payment leaves the subscription incomplete: no free period.
+                sub_event(
+                    "customer.subscription.created",
+                    "evt_c",
+                    100,
+                    "sub_new",
+                    "incomplete",
+                    5_000,
+                ),
+                invoice_event(failed, "evt_if2", 200, "in_first", "sub_new", 5_000),
+            ],
         )
-        .await
-        .unwrap();
-        apply(
-            &store,
-            &invoice_event(
-                "invoice.payment_failed",
-                "evt_if",
-                200,
-                "in_final",
-                "sub_gone",
-                5_000,
-            ),
-        )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(
             status_of(&store, "sub_gone").await.as_deref(),
             Some("canceled")
         );
-        // A declined first payment leaves the subscription incomplete: no free period.
-        apply(
-            &store,
-            &sub_event(
-                "customer.subscription.created",
-                "evt_c",
-                100,
-                "sub_new",
-                "incomplete",
-                5_000,
-            ),
-        )
-        .await
-        .unwrap();
-        apply(
-            &store,
-            &invoice_event(
-                "invoice.payment_failed",
-                "evt_if2",
-                200,
-                "in_first",
-                "sub_new",
-                5_000,
-            ),
-        )
-        .await
-        .unwrap();
         assert_eq!(
             status_of(&store, "sub_new").await.as_deref(),
             Some("incomplete")
         );
-        assert!(
-            !billing::entitlement(&store, "cus_money", 1_000)
-                .await
-                .unwrap()
-                .active
-        );
+        assert!(!active_at(&store, 1_000).await);
     }
 
     #[tokio::test]
@@ -726,114 +703,66 @@ mod tests {
         let store = MemoryBillingStore::new();
         for terminal in ["canceled", "incomplete_expired"] {
             let sub = format!("sub_{terminal}");
-            apply(
+            let id = |n: u8| format!("evt_{terminal}_{n}");
+            apply_each(
                 &store,
-                &sub_event(
-                    "customer.subscription.deleted",
-                    &format!("evt_{terminal}_1"),
-                    100,
-                    &sub,
-                    terminal,
-                    5_000,
-                ),
+                &[
+                    sub_event(
+                        "customer.subscription.deleted",
+                        &id(1),
+                        100,
+                        &sub,
+                        terminal,
+                        5_000,
+                    ),
+                    // Later events that say otherwise (a stray update, a paid checkout delivered late).
+                    sub_event(
+                        "customer.subscription.updated",
+                        &id(2),
+                        200,
+                        &sub,
+                        "active",
+                        5_000,
+                    ),
+                    subscription_checkout("checkout.session.completed", &id(3), 300, &sub, "paid"),
+                ],
             )
-            .await
-            .unwrap();
-            // A later event that says otherwise (a paid checkout delivered late, a stray update).
-            apply(
-                &store,
-                &sub_event(
-                    "customer.subscription.updated",
-                    &format!("evt_{terminal}_2"),
-                    200,
-                    &sub,
-                    "active",
-                    5_000,
-                ),
-            )
-            .await
-            .unwrap();
-            let checkout = edited(
-                "checkout.session.completed",
-                &format!("evt_{terminal}_3"),
-                300,
-                |e| {
-                    let o = &mut e["data"]["object"];
-                    o["mode"] = "subscription".into();
-                    o["customer"] = "cus_money".into();
-                    o["subscription"] = sub.as_str().into();
-                },
-            );
-            apply(&store, &checkout).await.unwrap();
+            .await;
             assert_eq!(status_of(&store, &sub).await.as_deref(), Some(terminal));
         }
-        assert!(
-            !billing::entitlement(&store, "cus_money", 1_000)
-                .await
-                .unwrap()
-                .active
-        );
+        assert!(!active_at(&store, 1_000).await);
     }
 
     #[tokio::test]
     async fn a_paid_invoice_extends_only_its_own_subscription() {
         let store = MemoryBillingStore::new();
-        // Two subscriptions: A is past_due on a period that was never paid, B is paid far ahead.
-        apply(
+        let (updated, paid) = ("customer.subscription.updated", "invoice.paid");
+        // A is past_due on a period that was never paid; its last paid invoice covered up to 1_000.
+        apply_each(
             &store,
-            &sub_event(
-                "customer.subscription.updated",
-                "evt_a",
-                100,
-                "sub_a",
-                "past_due",
-                9_000,
-            ),
+            &[
+                sub_event(updated, "evt_a", 100, "sub_a", "past_due", 9_000),
+                invoice_event(paid, "evt_ia", 50, "in_a", "sub_a", 1_000),
+            ],
         )
-        .await
-        .unwrap();
-        apply(
-            &store,
-            &invoice_event("invoice.paid", "evt_ia", 50, "in_a", "sub_a", 1_000),
-        )
-        .await
-        .unwrap();
+        .await;
         // A past_due subscription has access only until the end of what was paid, not its period end.
         let e = billing::entitlement(&store, "cus_money", 500)
             .await
             .unwrap();
         assert!(e.active, "{e:?}");
         assert_eq!(e.access_until, Some(1_000));
-        assert!(
-            !billing::entitlement(&store, "cus_money", 2_000)
-                .await
-                .unwrap()
-                .active
-        );
+        assert!(!active_at(&store, 2_000).await);
         // B's paid invoice is B's: it does not extend A.
-        apply(
+        apply_each(
             &store,
-            &sub_event(
-                "customer.subscription.updated",
-                "evt_b",
-                100,
-                "sub_b",
-                "canceled",
-                50_000,
-            ),
+            &[
+                sub_event(updated, "evt_b", 100, "sub_b", "canceled", 50_000),
+                invoice_event(paid, "evt_ib", 60, "in_b", "sub_b", 50_000),
+            ],
         )
-        .await
-        .unwrap();
-        apply(
-            &store,
-            &invoice_event("invoice.paid", "evt_ib", 60, "in_b", "sub_b", 50_000),
-        )
-        .await
-        .unwrap();
-        let e = billing::entitlement(&store, "cus_money", 2_000)
-            .await
-            .unwrap();
-        assert!(!e.active, "{e:?}");
+        .await;
+        assert!(!active_at(&store, 2_000).await);
     }
 
     #[tokio::test]
