@@ -123,10 +123,11 @@ async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_on
     assert_eq!(process_until_done(&app, messages).await, 1);
     // THEN the state equals applying each event once (notification records aside: which messages
     // were news is checked on Slack below), and nothing was notified twice
-    let without_notifications = |mut state: std::collections::BTreeMap<(String, String), String>| {
-        state.retain(|(_, sk), _| !sk.starts_with("NOTIFY#"));
-        state
-    };
+    let without_notifications =
+        |mut state: std::collections::BTreeMap<(String, String), String>| {
+            state.retain(|(_, sk), _| !sk.starts_with("NOTIFY#"));
+            state
+        };
     assert_eq!(
         without_notifications(billing_state(&resources).await),
         without_notifications(billing_state(&once).await)
@@ -136,8 +137,9 @@ async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_on
     // invoice's payment (in one concurrent batch, either may go first): at most once, never lost
     // otherwise.
     let renewal = |texts: Vec<String>| -> (Vec<String>, usize) {
-        let (failed, rest): (Vec<_>, Vec<_>) =
-            texts.into_iter().partition(|t| t.starts_with("Renewal failed"));
+        let (failed, rest): (Vec<_>, Vec<_>) = texts
+            .into_iter()
+            .partition(|t| t.starts_with("Renewal failed"));
         (rest, failed.len())
     };
     let ((texts, renewals), (once_texts, once_renewals)) =
