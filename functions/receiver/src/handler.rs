@@ -369,6 +369,149 @@ mod tests {
         assert!(app.queue.messages().is_empty());
     }
 
+    /// A thin (API v2) event as a webhook endpoint with the thin payload style receives it: `created` is
+    /// an RFC 3339 string, and there is no `data`, only the `related_object` to fetch.
+    const THIN: &[u8] = br#"{"id":"evt_test_65RThinUnit","object":"v2.core.event","type":"v1.customer.subscription.updated","created":"2026-12-06T10:00:00.000Z","livemode":false,"related_object":{"id":"sub_1","type":"subscription","url":"/v1/subscriptions/sub_1"},"reason":{"type":"request","request":{"id":"req_1","idempotency_key":null}}}"#;
+
+    #[tokio::test]
+    async fn a_signed_thin_event_is_enqueued_once_with_its_raw_bytes() {
+        let app = app();
+        let response = handle(&app, signed(THIN, unix_now())).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), br#"{"status":"enqueued"}"#);
+        // Stripe's retry of it is a duplicate, as for a snapshot event.
+        let again = handle(&app, signed(THIN, unix_now())).await.unwrap();
+        assert_eq!(again.body().as_ref(), br#"{"status":"duplicate"}"#);
+        let messages = app.queue.messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(
+            messages[0].body,
+            MessageBody::Inline(String::from_utf8(THIN.to_vec()).unwrap())
+        );
+        assert_eq!(messages[0].event_id, "evt_test_65RThinUnit");
+        assert_eq!(messages[0].event_type, "v1.customer.subscription.updated");
+    }
+
+    /// `body` as a connected account's event: `account` set, `livemode` as given.
+    fn connect_event(body: &[u8], livemode: bool) -> Vec<u8> {
+        let mut event: serde_json::Value = serde_json::from_slice(body).unwrap();
+        event["account"] = "acct_1ConnectedTest".into();
+        event["livemode"] = livemode.into();
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connected_accounts_test_mode_event_at_a_live_endpoint_is_acknowledged_and_ignored() {
+        // GIVEN a live Connect endpoint
+        let mut app = app();
+        app.livemode = Some(true);
+        let body = connect_event(&fixture("invoice.paid"), false);
+        let id = EventEnvelope::parse(&body).unwrap().id;
+        // WHEN Stripe sends it a connected account's test-mode event (signed with the live secret)
+        let response = handle(&app, signed(&body, unix_now())).await.unwrap();
+        // THEN it is answered 2xx, so Stripe neither retries it nor flags the endpoint, and nothing is
+        // claimed or enqueued
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), br#"{"status":"ignored"}"#);
+        assert!(app.queue.messages().is_empty());
+        assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+        // AND a test-mode event of no connected account is still a misconfiguration
+        let own = fixture("invoice.paid");
+        assert_eq!(status(&app, signed(&own, unix_now())).await, 400);
+        // AND so is a live event at a test endpoint, connected account or not
+        app.livemode = Some(false);
+        let live = connect_event(&fixture("invoice.paid"), true);
+        assert_eq!(status(&app, signed(&live, unix_now())).await, 400);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[test]
+    fn signed_refusals_have_their_own_outcome_apart_from_unauthenticated_rejections() {
+        let not_an_event = ReceiverError::from(EventEnvelope::parse(b"not json").unwrap_err());
+        for refused in [not_an_event, ReceiverError::LivemodeMismatch] {
+            assert_eq!(refused.outcome().as_str(), "refused", "{refused}");
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        }
+        for rejected in [
+            ReceiverError::Signature(SignatureError::MalformedHeader),
+            ReceiverError::PayloadTooLarge,
+        ] {
+            assert_eq!(rejected.outcome().as_str(), "rejected", "{rejected}");
+        }
+    }
+
+    /// Runs `request` through `handle` with a JSON subscriber like the Lambda's, returning the log lines.
+    async fn logged(
+        app: &App<MemoryDedupStore, MemoryEventQueue>,
+        request: Request,
+    ) -> Vec<serde_json::Value> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        // The test runtime is single-threaded, so the thread's default subscriber sees every line.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        handle(app, request).await.unwrap();
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_signed_refusal_is_logged_with_the_event_id_and_the_parse_error() {
+        let app = app();
+        // GIVEN a signed body with an id but no type, and a customer's email inside
+        let body = br#"{"id":"evt_1RefusedNoType","livemode":false,"data":{"object":{"email":"jane@example.com"}}}"#;
+        let lines = logged(&app, signed(body, unix_now())).await;
+        let line = lines
+            .iter()
+            .find(|l| l["reason"] == "not_an_event")
+            .expect("a decision line");
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["outcome"], "refused");
+        assert_eq!(line["event_id"], "evt_1RefusedNoType");
+        let error = line["error"].as_str().expect("the parse error");
+        assert!(error.contains("missing field `type`"), "{error}");
+        let all = serde_json::to_string(&lines).unwrap();
+        assert!(!all.contains("jane@example.com"), "{all}");
+        // AND a wrong-mode event is logged as refused, with its id
+        let live = br#"{"id":"evt_1RefusedLive","type":"invoice.paid","livemode":true}"#;
+        let lines = logged(&app, signed(live, unix_now())).await;
+        let line = lines
+            .iter()
+            .find(|l| l["reason"] == "livemode_mismatch")
+            .expect("a decision line");
+        assert_eq!(line["outcome"], "refused");
+        assert_eq!(line["event_id"], "evt_1RefusedLive");
+    }
+
+    #[tokio::test]
+    async fn a_parse_error_in_the_log_does_not_quote_the_body() {
+        let app = app();
+        let body =
+            br#"{"id":"evt_1RefusedQuoted","type":"invoice.paid","livemode":"jane@example.com"}"#;
+        let lines = logged(&app, signed(body, unix_now())).await;
+        let all = serde_json::to_string(&lines).unwrap();
+        assert!(all.contains("evt_1RefusedQuoted"), "{all}");
+        assert!(!all.contains("jane@example.com"), "{all}");
+    }
+
     #[tokio::test]
     async fn wrong_route_method_and_size_get_their_status() {
         let mut app = app();

@@ -225,6 +225,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_second_stash_for_the_same_event_does_not_change_what_the_first_reference_reads() {
+        let store = store();
+        let queued = store
+            .stash_body("evt_1", b"first bytes", NOW)
+            .await
+            .unwrap();
+        // WHEN a takeover, replay or backfill stashes other bytes for the same event
+        let later = store
+            .stash_body("evt_1", b"other bytes", NOW + 1)
+            .await
+            .unwrap();
+        // THEN each reference reads the bytes it was made for
+        assert_eq!(store.fetch_body(&queued).await.unwrap(), b"first bytes");
+        assert_eq!(store.fetch_body(&later).await.unwrap(), b"other bytes");
+    }
+
+    #[tokio::test]
     async fn stashed_bodies_come_back_checked() {
         let store = store();
         let stashed = store.stash_body("evt_1", b"hello", NOW).await.unwrap();
