@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, IndexStatus, ProjectionType, TimeT
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{dynamodb, dynamodb_endpoint, repo_root, sqs, sqs_endpoint, Resources};
 use serde_norway::Value;
-use stripe_pipeline::{billing, config, feed};
+use stripe_pipeline::{billing, config, feed, telemetry::Outcome};
 
 /// The condition every resource of the EventBridge ingress carries: StripeEventSourceName is set.
 const INGRESS_CONDITION: &str = "HasStripeEventSource";
@@ -736,6 +736,7 @@ fn functions_get_only_environment_variables_the_code_reads() {
         config::EVENT_QUEUE_URL,
         config::STRIPE_WEBHOOK_SECRET_ARN,
         config::STRIPE_LIVEMODE,
+        config::STRIPE_TEST_CONNECT_EVENTS,
         config::DEDUP_TTL_SECS,
         config::STRIPE_SIGNATURE_TOLERANCE_SECS,
         config::METRICS_NAMESPACE,
@@ -1549,14 +1550,14 @@ fn signed_deliveries_the_receiver_refuses_raise_their_own_alarm_at_the_first_one
             })
             .collect()
     };
-    let refused = outcome_alarms("refused");
+    let refused = outcome_alarms(Outcome::Refused.as_str());
     assert_eq!(
         refused.len(),
         1,
         "one alarm on the refused outcome: {refused:?}"
     );
     let refused = &refused[0];
-    let rejected = outcome_alarms("rejected");
+    let rejected = outcome_alarms(Outcome::Rejected.as_str());
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     let rejected = &rejected[0];
     // The same EMF metric the receiver writes, in the namespace the rejected alarm watches.

@@ -11,6 +11,7 @@ use lambda_http::{
     Body, Request, RequestExt, Response,
 };
 use stripe_pipeline::{
+    config::TestConnectEvents,
     dedup::DedupStore,
     event::{EventEnvelope, EventError},
     intake::{self, Admitted, IntakeError},
@@ -35,6 +36,8 @@ pub struct App<S, Q> {
     pub queue: Q,
     /// Expected `livemode`, if enforced.
     pub livemode: Option<bool>,
+    /// What a live endpoint does with connected accounts' test-mode events.
+    pub test_connect_events: TestConnectEvents,
     /// Largest accepted body.
     pub max_body_bytes: usize,
     /// Largest message the queue takes.
@@ -89,7 +92,12 @@ impl ReceiverError {
         match self {
             Self::Intake(IntakeError::InFlight) => Outcome::InFlight,
             Self::Intake(_) => Outcome::Failed,
-            _ => Outcome::Rejected,
+            // Stripe signed these: each is an event it will retry and then drop, not internet noise.
+            Self::NotAnEvent(_) | Self::LivemodeMismatch => Outcome::Refused,
+            Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::PayloadTooLarge
+            | Self::Signature(_) => Outcome::Rejected,
         }
     }
 
@@ -114,6 +122,8 @@ impl ReceiverError {
 enum Accepted {
     Enqueued,
     Duplicate,
+    /// A connected account's test-mode event at a live endpoint, left alone.
+    IgnoredTestMode,
 }
 
 /// The event a decision concerns, once known, for the log line.
@@ -121,6 +131,8 @@ enum Accepted {
 struct Seen {
     event_id: Option<String>,
     event_type: Option<String>,
+    livemode: Option<bool>,
+    account: Option<String>,
 }
 
 /// Handles one request. Never fails: every outcome is an HTTP answer.
@@ -134,14 +146,20 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
     let latency_ms = started.elapsed().as_millis() as u64;
     let event_id = seen.event_id.as_deref().unwrap_or("");
     let event_type = seen.event_type.as_deref().unwrap_or("");
+    let account = seen.account.as_deref().unwrap_or("");
     let (outcome, response) = match result {
         Ok(accepted) => {
-            let outcome = match accepted {
-                Accepted::Enqueued => Outcome::Enqueued,
-                Accepted::Duplicate => Outcome::Duplicate,
+            let (outcome, status) = match accepted {
+                Accepted::Enqueued => (Outcome::Enqueued, "enqueued"),
+                Accepted::Duplicate => (Outcome::Duplicate, "duplicate"),
+                Accepted::IgnoredTestMode => (Outcome::IgnoredTestMode, "ignored"),
             };
-            info!(event_id, event_type, outcome = %outcome, latency_ms, "webhook accepted");
-            let body = serde_json::json!({ "status": outcome.as_str() });
+            if accepted == Accepted::IgnoredTestMode {
+                info!(event_id, event_type, account, outcome = %outcome, reason = "test_mode_connect_event", latency_ms, "webhook ignored: a connected account's test-mode event at this live endpoint");
+            } else {
+                info!(event_id, event_type, outcome = %outcome, latency_ms, "webhook accepted");
+            }
+            let body = serde_json::json!({ "status": status });
             (outcome, respond(StatusCode::OK, &body))
         }
         Err(err) => {
@@ -151,8 +169,12 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
                 ReceiverError::Intake(IntakeError::Dedup(_) | IntakeError::Queue(_)) => {
                     error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
                 }
+                // Signed, so from Stripe: error level, and the alarm on `refused` fires at the first one.
+                ReceiverError::NotAnEvent(parse) => {
+                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %parse.detail(), "signed webhook refused: not an event we can read; stripe retries it for 3 days, then drops it");
+                }
                 ReceiverError::LivemodeMismatch => {
-                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, expected_livemode = ?app.livemode, "webhook from the other mode: this endpoint's secret belongs to a stack of the other mode");
+                    error!(event_id, event_type, account, outcome = %outcome, reason, latency_ms, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
                 }
                 ReceiverError::Intake(IntakeError::InFlight) => {
                     info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
@@ -200,11 +222,28 @@ async fn receive<S: DedupStore, Q: EventQueue>(
         .transpose()?;
     app.verifier.verify(body, header)?;
 
-    let event = EventEnvelope::parse(body)?;
+    let event = match EventEnvelope::parse(body) {
+        Ok(event) => event,
+        Err(err) => {
+            // Stripe signed it, so it is an event we are about to lose: its id lets it be found.
+            seen.event_id = EventEnvelope::readable_id(body);
+            return Err(err.into());
+        }
+    };
     seen.event_id = Some(event.id.clone());
     seen.event_type = Some(event.event_type.to_string());
+    seen.livemode = event.livemode;
+    seen.account = event.connected_account().map(str::to_owned);
     if let Some(expected) = app.livemode {
         if event.livemode != Some(expected) {
+            // A live Connect endpoint also gets its connected accounts' test-mode events, signed with
+            // the live secret: not a misconfiguration, and a 4xx would make Stripe retry each for 3
+            // days and flag the endpoint.
+            let test_connect_event =
+                expected && event.livemode == Some(false) && event.connected_account().is_some();
+            if test_connect_event && app.test_connect_events == TestConnectEvents::Ignore {
+                return Ok(Accepted::IgnoredTestMode);
+            }
             return Err(ReceiverError::LivemodeMismatch);
         }
     }
@@ -271,6 +310,7 @@ mod tests {
             store: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             queue: MemoryEventQueue::new(),
             livemode: Some(false),
+            test_connect_events: TestConnectEvents::Ignore,
             max_body_bytes: 1024 * 1024,
             sqs_max_message_bytes: 256 * 1024,
             metrics: Metrics::new("Test", "receiver"),
@@ -422,6 +462,16 @@ mod tests {
         app.livemode = Some(false);
         let live = connect_event(&fixture("invoice.paid"), true);
         assert_eq!(status(&app, signed(&live, unix_now())).await, 400);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_live_endpoint_told_to_reject_test_mode_connect_events_answers_400() {
+        let mut app = app();
+        app.livemode = Some(true);
+        app.test_connect_events = TestConnectEvents::Reject;
+        let body = connect_event(&fixture("invoice.paid"), false);
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 400);
         assert!(app.queue.messages().is_empty());
     }
 
