@@ -258,3 +258,40 @@ async fn a_second_stash_for_the_same_event_does_not_change_what_the_queued_refer
     assert_eq!(store.fetch_body(&queued).await.unwrap(), first);
     assert_eq!(store.fetch_body(&later).await.unwrap(), other);
 }
+
+#[tokio::test]
+async fn a_reference_queued_before_bodies_were_keyed_by_hash_still_reads_its_own_body() {
+    use aws_sdk_dynamodb::{primitives::Blob, types::AttributeValue};
+    use stripe_pipeline::dedup::MemoryDedupStore;
+    let resources = Resources::create();
+    let store = store(&resources).await;
+    let now = unix_now();
+    let body = br#"{"id":"evt_legacy","type":"invoice.finalized"}"#.to_vec();
+    // GIVEN a reference as a receiver of before queued it (same fields), its chunk under the event id
+    let reference = MemoryDedupStore::new(TTL, LEASE)
+        .stash_body("evt_legacy", &body, now)
+        .await
+        .unwrap();
+    let store_client = dynamodb(&dynamodb_endpoint()).await;
+    let put_legacy = |bytes: Vec<u8>| {
+        let client = store_client.clone();
+        let table = resources.dedup_table.clone();
+        async move {
+            client
+                .put_item()
+                .table_name(table)
+                .item("event_id", AttributeValue::S("evt_legacy#body#0".into()))
+                .item("body", AttributeValue::B(Blob::new(bytes)))
+                .item("expires_at", AttributeValue::N((now + 3600).to_string()))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put_legacy(body.clone()).await;
+    // THEN it still reads its body
+    assert_eq!(store.fetch_body(&reference).await.unwrap(), body);
+    // AND other bytes there are still refused by the checksum
+    put_legacy(b"something else entirely".to_vec()).await;
+    assert!(store.fetch_body(&reference).await.is_err());
+}

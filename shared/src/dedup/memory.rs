@@ -130,14 +130,16 @@ impl DedupStore for MemoryDedupStore {
         if body.len() > MAX_STASHED_BODY_BYTES {
             return Err(DedupError::BodyTooLarge);
         }
-        self.bodies()?.insert(event_id.to_owned(), body.to_vec());
-        Ok(StashedBody::describe(event_id, body))
+        let stashed = StashedBody::describe(event_id, body);
+        // Keyed by content, as on DynamoDB.
+        self.bodies()?.insert(stashed.sha256.clone(), body.to_vec());
+        Ok(stashed)
     }
 
     async fn fetch_body(&self, stashed: &StashedBody) -> Result<Vec<u8>, DedupError> {
         let body = self
             .bodies()?
-            .get(&stashed.event_id)
+            .get(&stashed.sha256)
             .cloned()
             .ok_or(DedupError::CorruptBody)?;
         stashed.check(body)
