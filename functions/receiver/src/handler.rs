@@ -165,23 +165,24 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
         Err(err) => {
             let outcome = err.outcome();
             let reason = err.reason();
+            let source_ip = source_ip(&request).map(|ip| ip.to_string());
+            let source_ip = source_ip.as_deref().unwrap_or("");
             match &err {
                 ReceiverError::Intake(IntakeError::Dedup(_) | IntakeError::Queue(_)) => {
                     error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
                 }
                 // Signed, so from Stripe: error level, and the alarm on `refused` fires at the first one.
                 ReceiverError::NotAnEvent(parse) => {
-                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %parse.detail(), "signed webhook refused: not an event we can read; stripe retries it for 3 days, then drops it");
+                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip, error = %parse.detail(), "signed webhook refused: not an event we can read; stripe retries it for 3 days, then drops it");
                 }
                 ReceiverError::LivemodeMismatch => {
-                    error!(event_id, event_type, account, outcome = %outcome, reason, latency_ms, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
+                    error!(event_id, event_type, account, outcome = %outcome, reason, latency_ms, source_ip, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
                 }
                 ReceiverError::Intake(IntakeError::InFlight) => {
                     info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
                 }
                 _ => {
-                    let source_ip = source_ip(&request).map(|ip| ip.to_string());
-                    warn!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip = source_ip.as_deref().unwrap_or(""), "webhook rejected");
+                    warn!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip, "webhook rejected");
                 }
             }
             let body = serde_json::json!({ "error": err.to_string() });
