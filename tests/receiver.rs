@@ -273,3 +273,85 @@ async fn the_processor_reports_only_poisoned_messages_from_a_real_queue() {
     let failed = process_batch(&processor_app, messages).await;
     assert_eq!(failed, poison);
 }
+
+#[tokio::test]
+async fn a_signed_thin_event_is_enqueued_once_and_applied_once_from_the_stripe_api() {
+    let resources = Resources::create();
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    // GIVEN a subscription update, and Stripe's API serving the subscription as it left it
+    let snapshot = with_event_id(
+        &fixture("customer.subscription.updated"),
+        &unique_event_id(),
+    );
+    let event: serde_json::Value = serde_json::from_slice(&snapshot).unwrap();
+    let subscription = event["data"]["object"]["id"].as_str().unwrap().to_owned();
+    let customer = event["data"]["object"]["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stripe =
+        stripe_webhooks::fake_stripe::FakeStripe::start(vec![event.clone()], FAKE_STRIPE_KEY)
+            .await
+            .expect("start the fake Stripe API");
+    // WHEN Stripe delivers its thin form (RFC 3339 `created`, no data) by webhook, and retries it
+    let thin = stripe_pipeline::delivery::thin_of(&snapshot).expect("a thin form");
+    assert!(serde_json::from_slice::<serde_json::Value>(&thin).unwrap()["created"].is_string());
+    assert_eq!(status(&app, signed_now(&thin)).await, 200);
+    let retry = handle(&app, signed_now(&thin)).await.unwrap();
+    assert_eq!(retry.body().as_ref(), br#"{"status":"duplicate"}"#);
+    // THEN it is on the queue once, as the bytes Stripe signed
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].body.as_deref().map(str::as_bytes),
+        Some(&thin[..])
+    );
+    assert_eq!(
+        attribute(&messages[0], attribute::EVENT_TYPE),
+        Some("v1.customer.subscription.updated")
+    );
+    // AND the processor fetches the subscription and applies it, once even if SQS redelivers it
+    let processor = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
+    assert!(process_batch(&processor, messages.clone()).await.is_empty());
+    let applied = billing_state(&resources).await;
+    assert!(process_batch(&processor, messages).await.is_empty());
+    assert_eq!(billing_state(&resources).await, applied);
+    let path = format!("/v1/subscriptions/{subscription}");
+    assert!(stripe
+        .requests()
+        .iter()
+        .any(|r| r.path == path && r.status == 200));
+    let written =
+        stripe_pipeline::billing::subscription(&processor.billing, &customer, &subscription)
+            .await
+            .unwrap()
+            .expect("the subscription is written");
+    assert_eq!(
+        Some(written.cancel_at_period_end),
+        event["data"]["object"]["cancel_at_period_end"].as_bool()
+    );
+}
+
+#[tokio::test]
+async fn a_connected_accounts_test_mode_event_at_a_live_endpoint_is_200_and_leaves_no_trace() {
+    // GIVEN a live Connect endpoint
+    let resources = Resources::create();
+    let mut app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    app.livemode = Some(true);
+    // WHEN Stripe sends it a connected account's test-mode event, signed with the live secret
+    let id = unique_event_id();
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&with_event_id(&fixture("invoice.paid"), &id)).unwrap();
+    event["account"] = "acct_1ConnectedTest".into();
+    event["livemode"] = false.into();
+    let body = serde_json::to_vec(&event).unwrap();
+    let response = handle(&app, signed_now(&body)).await.unwrap();
+    // THEN Stripe is told it arrived, and nothing was claimed or enqueued
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.body().as_ref(), br#"{"status":"ignored"}"#);
+    assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+    assert_eq!(
+        queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
+        0
+    );
+}

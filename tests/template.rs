@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, IndexStatus, ProjectionType, TimeT
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{dynamodb, dynamodb_endpoint, repo_root, sqs, sqs_endpoint, Resources};
 use serde_norway::Value;
-use stripe_pipeline::{billing, config, feed};
+use stripe_pipeline::{billing, config, feed, telemetry::Outcome};
 
 /// The condition every resource of the EventBridge ingress carries: StripeEventSourceName is set.
 const INGRESS_CONDITION: &str = "HasStripeEventSource";
@@ -736,6 +736,7 @@ fn functions_get_only_environment_variables_the_code_reads() {
         config::EVENT_QUEUE_URL,
         config::STRIPE_WEBHOOK_SECRET_ARN,
         config::STRIPE_LIVEMODE,
+        config::STRIPE_TEST_CONNECT_EVENTS,
         config::DEDUP_TTL_SECS,
         config::STRIPE_SIGNATURE_TOLERANCE_SECS,
         config::METRICS_NAMESPACE,
@@ -1524,6 +1525,68 @@ fn eventbridge_delivery_failures_raise_alarms() {
         Some(format!("{dead_letters}.QueueName").as_str())
     );
     assert!(notifies(waiting), "{waiting} notifies the alarm topic");
+}
+
+#[test]
+fn signed_deliveries_the_receiver_refuses_raise_their_own_alarm_at_the_first_one() {
+    let template = Template::load();
+    let outcome_alarms = |outcome: &str| -> Vec<String> {
+        template
+            .deployed_by_default("AWS::CloudWatch::Alarm")
+            .into_iter()
+            .filter(|id| {
+                let dimensions = template.property(id, "Dimensions");
+                let value = |name: &str| {
+                    dimensions
+                        .as_sequence()
+                        .into_iter()
+                        .flatten()
+                        .find(|d| d["Name"].as_str() == Some(name))
+                        .and_then(|d| d["Value"].as_str())
+                        .map(str::to_owned)
+                };
+                value("Function").as_deref() == Some("receiver")
+                    && value("Outcome").as_deref() == Some(outcome)
+            })
+            .collect()
+    };
+    let refused = outcome_alarms(Outcome::Refused.as_str());
+    assert_eq!(
+        refused.len(),
+        1,
+        "one alarm on the refused outcome: {refused:?}"
+    );
+    let refused = &refused[0];
+    let rejected = outcome_alarms(Outcome::Rejected.as_str());
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let rejected = &rejected[0];
+    // The same EMF metric the receiver writes, in the namespace the rejected alarm watches.
+    assert_eq!(
+        template.property(refused, "Namespace"),
+        template.property(rejected, "Namespace")
+    );
+    assert_eq!(
+        template.property(refused, "MetricName").as_str(),
+        Some("Events")
+    );
+    // Each one is an event Stripe drops after its retries: the first one alarms.
+    assert_eq!(template.number(template.property(refused, "Threshold")), 1);
+    assert_eq!(
+        template.property(refused, "ComparisonOperator").as_str(),
+        Some("GreaterThanOrEqualToThreshold")
+    );
+    assert_eq!(
+        template.property(refused, "Statistic").as_str(),
+        Some("Sum")
+    );
+    assert_eq!(
+        template.property(refused, "TreatMissingData").as_str(),
+        Some("notBreaching")
+    );
+    assert!(template
+        .property(refused, "AlarmActions")
+        .as_sequence()
+        .is_some_and(|actions| actions.iter().any(|a| ref_to(a) == Some("AlarmTopic"))));
 }
 
 /// Runs `infra/resources.py ARGS --prefix PREFIX` (with `--json`), returning its JSON output.

@@ -18,6 +18,9 @@ pub const STRIPE_WEBHOOK_SECRET_ARN: &str = "STRIPE_WEBHOOK_SECRET_ARN";
 pub const STRIPE_SIGNATURE_TOLERANCE_SECS: &str = "STRIPE_SIGNATURE_TOLERANCE_SECS";
 /// `true` or `false`: reject events of the other mode. Unset accepts both.
 pub const STRIPE_LIVEMODE: &str = "STRIPE_LIVEMODE";
+/// `ignore` (default) or `reject`: what a live endpoint (`STRIPE_LIVEMODE=true`) answers a connected
+/// account's test-mode event. See [`TestConnectEvents`].
+pub const STRIPE_TEST_CONNECT_EVENTS: &str = "STRIPE_TEST_CONNECT_EVENTS";
 /// The dedup table.
 pub const DEDUP_TABLE_NAME: &str = "DEDUP_TABLE_NAME";
 /// How long an event id is remembered.
@@ -100,6 +103,18 @@ pub enum SecretSource {
     },
 }
 
+/// What a live endpoint does with a connected account's test-mode event. Stripe sends those to live
+/// Connect endpoints too, signed with the live secret; a 4xx makes it retry for 3 days and flag the
+/// endpoint as failing, so by default they are acknowledged and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TestConnectEvents {
+    /// Answer 200 `ignored`; claim and enqueue nothing (outcome `ignored_test_mode`).
+    #[default]
+    Ignore,
+    /// Answer 400 `livemode_mismatch`, as for any event of the other mode.
+    Reject,
+}
+
 /// Everything the receiver needs, read once at cold start.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -109,6 +124,8 @@ pub struct ReceiverConfig {
     pub tolerance: Duration,
     /// Expected `livemode`, if enforced.
     pub livemode: Option<bool>,
+    /// What a live endpoint does with connected accounts' test-mode events.
+    pub test_connect_events: TestConnectEvents,
     /// Dedup table name.
     pub dedup_table: String,
     /// How long an event id is remembered.
@@ -224,6 +241,16 @@ impl ReceiverConfig {
                 })
             }
         };
+        let test_connect_events = match env.get(STRIPE_TEST_CONNECT_EVENTS).as_deref() {
+            None | Some("ignore") => TestConnectEvents::Ignore,
+            Some("reject") => TestConnectEvents::Reject,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: STRIPE_TEST_CONNECT_EVENTS,
+                    reason: "expected ignore or reject",
+                })
+            }
+        };
         let dedup_lease = env.parse(DEDUP_LEASE_SECS, DEFAULT_DEDUP_LEASE_SECS)?;
         let dedup_ttl = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
         if dedup_lease == 0 || dedup_ttl <= dedup_lease {
@@ -236,6 +263,7 @@ impl ReceiverConfig {
             secrets,
             tolerance: Duration::from_secs(tolerance),
             livemode,
+            test_connect_events,
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             dedup_ttl: Duration::from_secs(dedup_ttl),
             dedup_lease: Duration::from_secs(dedup_lease),
@@ -378,6 +406,7 @@ mod tests {
         assert_eq!(config.tolerance, Duration::from_secs(300));
         assert_eq!(config.dedup_ttl, Duration::from_secs(2_592_000));
         assert_eq!(config.livemode, None);
+        assert_eq!(config.test_connect_events, TestConnectEvents::Ignore);
         assert!(!format!("{config:?}").contains("whsec_a"));
     }
 
@@ -389,6 +418,7 @@ mod tests {
         );
         let cases = [
             (STRIPE_LIVEMODE, "yes"),
+            (STRIPE_TEST_CONNECT_EVENTS, "drop"),
             (STRIPE_SIGNATURE_TOLERANCE_SECS, "0"),
             (STRIPE_SIGNATURE_TOLERANCE_SECS, "-5"),
             (MAX_BODY_BYTES, "lots"),
@@ -445,7 +475,9 @@ mod tests {
             "arn:aws:secretsmanager:us-east-1:1:secret:x",
         ));
         vars.push((STRIPE_LIVEMODE, "true"));
+        vars.push((STRIPE_TEST_CONNECT_EVENTS, "reject"));
         let config = receiver(&vars).unwrap();
+        assert_eq!(config.test_connect_events, TestConnectEvents::Reject);
         assert!(matches!(
             config.secrets,
             SecretSource::SecretsManager { .. }

@@ -18,8 +18,9 @@ pub struct EventEnvelope {
     /// `payment_intent.succeeded`, ... (unknown types parse as [`EventType::Other`]).
     #[serde(rename = "type")]
     pub event_type: EventType,
-    /// Unix seconds when Stripe created the event (not when it was delivered).
-    #[serde(default)]
+    /// Unix seconds when Stripe created the event (not when it was delivered). A snapshot event says
+    /// unix seconds, a thin (API v2) event an RFC 3339 string: both are read (see [`created_unix`]).
+    #[serde(default, deserialize_with = "created_unix")]
     pub created: Option<i64>,
     /// Whether the event comes from live mode; test-mode events must never reach a live stack.
     #[serde(default)]
@@ -30,6 +31,30 @@ pub struct EventEnvelope {
     /// The connected account, for Connect events.
     #[serde(default)]
     pub account: Option<String>,
+    /// The connected account (or other context) of a thin event, which names it here, not in
+    /// `account`.
+    #[serde(default)]
+    pub context: Option<String>,
+}
+
+/// `created` as unix seconds, from either shape Stripe sends: an integer (snapshot events) or an RFC
+/// 3339 string (thin events, `2026-12-06T10:00:00.000Z`). Anything else is not an event Stripe sent.
+fn created_unix<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Created<'a> {
+        Unix(i64),
+        Rfc3339(std::borrow::Cow<'a, str>),
+    }
+    match Option::<Created<'de>>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Created::Unix(unix)) => Ok(Some(unix)),
+        Some(Created::Rfc3339(text)) => crate::delivery::parse_rfc3339(&text)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("created is not an RFC 3339 time")),
+    }
 }
 
 /// Why a verified body is not a Stripe event we can route.
@@ -50,16 +75,11 @@ pub enum EventError {
 }
 
 impl EventEnvelope {
-    /// Parses the envelope from the raw body. Only `id` and `type` are required.
+    /// Parses the envelope from the raw body, a snapshot or a thin event. Only `id` and `type` are
+    /// required.
     pub fn parse(body: &[u8]) -> Result<Self, EventError> {
         let envelope: Self = serde_json::from_slice(body).map_err(EventError::NotAnEvent)?;
-        let id_ok = !envelope.id.is_empty()
-            && envelope.id.len() <= MAX_EVENT_ID_LEN
-            && envelope
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !id_ok {
+        if !is_stripe_id(&envelope.id) {
             return Err(EventError::InvalidId);
         }
         if envelope.event_type.as_str().is_empty() {
@@ -67,6 +87,72 @@ impl EventEnvelope {
         }
         Ok(envelope)
     }
+
+    /// The connected account the event belongs to, if any: `account` of a snapshot event, `context`
+    /// of a thin one.
+    pub fn connected_account(&self) -> Option<&str> {
+        self.account.as_deref().or(self.context.as_deref())
+    }
+
+    /// The `id` of a body that did not parse as an event, when it has one that looks like a Stripe id:
+    /// for the log line of a refused delivery, so it can be looked up in Stripe.
+    pub fn readable_id(body: &[u8]) -> Option<String> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            #[serde(default)]
+            id: Option<serde_json::Value>,
+        }
+        let value = serde_json::from_slice::<IdOnly>(body).ok()?.id?;
+        value
+            .as_str()
+            .filter(|id| is_stripe_id(id))
+            .map(str::to_owned)
+    }
+}
+
+/// Non-empty, bounded, and only the characters Stripe uses (`evt_1Abc`): usable as a DynamoDB key and
+/// an SQS attribute whatever a sender puts there.
+fn is_stripe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_EVENT_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl EventError {
+    /// What is wrong, for the log: the parser's message with its position, but with every quoted
+    /// string left out, since serde quotes the values it did not expect and those are the body's.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::NotAnEvent(source) => without_quoted_strings(&source.to_string()),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// `text` with the content of each `"…"` replaced by `…` (escapes inside honoured).
+fn without_quoted_strings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        out.push('…');
+        while let Some(inner) = chars.next() {
+            match inner {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    out.push('"');
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// A whole Stripe event as the processor reads it: the envelope plus `data`. `data.object` is kept as raw
@@ -290,10 +376,72 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_thin_event_parses_with_its_rfc3339_created_and_its_context() {
+        let thin = br#"{"id":"evt_test_65R9Ijk8","object":"v2.core.event","type":"v1.billing.meter.error_report_triggered","created":"2026-12-06T10:00:00.000Z","livemode":false,"context":"acct_1Connected","related_object":{"id":"mtr_1","type":"billing.meter","url":"/v1/billing/meters/mtr_1"},"reason":{"type":"request","request":{"id":"req_1","idempotency_key":null}}}"#;
+        let event = EventEnvelope::parse(thin).unwrap();
+        assert_eq!(event.id, "evt_test_65R9Ijk8");
+        assert_eq!(
+            event.event_type.as_str(),
+            "v1.billing.meter.error_report_triggered"
+        );
+        assert_eq!(event.created, Some(1_796_551_200));
+        assert_eq!(event.livemode, Some(false));
+        assert_eq!(event.connected_account(), Some("acct_1Connected"));
+        let snapshot = EventEnvelope::parse(
+            br#"{"id":"evt_1","type":"invoice.paid","created":1796551200,"account":"acct_2"}"#,
+        )
+        .unwrap();
+        assert_eq!(snapshot.created, Some(1_796_551_200));
+        assert_eq!(snapshot.connected_account(), Some("acct_2"));
+        for created in [r#""yesterday""#, "{}", "1.5", "true"] {
+            let body = format!(r#"{{"id":"evt_1","type":"x","created":{created}}}"#);
+            assert!(
+                matches!(
+                    EventEnvelope::parse(body.as_bytes()),
+                    Err(EventError::NotAnEvent(_))
+                ),
+                "{created}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_body_gives_its_id_if_readable_and_a_detail_without_its_values() {
+        assert_eq!(
+            EventEnvelope::readable_id(br#"{"id":"evt_1Abc","livemode":"x"}"#).as_deref(),
+            Some("evt_1Abc")
+        );
+        for unreadable in [
+            &b"not json"[..],
+            br#"{"id":5}"#,
+            br#"{"id":"evt 1"}"#,
+            b"[1]",
+        ] {
+            assert_eq!(EventEnvelope::readable_id(unreadable), None);
+        }
+        let err = EventEnvelope::parse(
+            br#"{"id":"evt_1","type":"x","livemode":"jane@example.com \" more"}"#,
+        )
+        .unwrap_err();
+        let detail = err.detail();
+        assert!(!detail.contains("jane"), "{detail}");
+        assert!(detail.contains("expected a boolean"), "{detail}");
+        assert!(detail.contains("line 1 column"), "{detail}");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = EventEnvelope::parse(&body);
+            let _ = EventEnvelope::readable_id(&body);
+        }
+
+        #[test]
+        fn quoted_strings_never_reach_the_detail(secret in "[a-z]{12}") {
+            let body = format!(r#"{{"id":"evt_1","type":"x","livemode":"{secret}"}}"#);
+            let detail = EventEnvelope::parse(body.as_bytes()).unwrap_err().detail();
+            prop_assert!(!detail.contains(&secret), "{}", detail);
         }
 
         #[test]

@@ -18,14 +18,22 @@ pub enum Outcome {
     Duplicate,
     /// Another delivery is enqueueing the same event: Stripe is asked to retry.
     InFlight,
-    /// Refused: bad signature, not an event, wrong mode, too large, wrong method.
+    /// Refused before we knew it came from Stripe: bad or missing signature, too large, wrong method
+    /// or path. Mostly noise from the internet, or a wrong secret.
     Rejected,
+    /// Correctly signed, and still refused (400): not an event we can read, or of the other mode.
+    /// Stripe retries it for 3 days, then drops it, so each one needs a look; kept apart from
+    /// [`Outcome::Rejected`] so it cannot hide among unauthenticated requests.
+    Refused,
     /// Our side or AWS failed: Stripe is asked to retry.
     Failed,
     /// Processed by a handler.
     Handled,
     /// Acknowledged without action (an event type nothing handles).
     Ignored,
+    /// A connected account's test-mode event at a live Connect endpoint: acknowledged (2xx), neither
+    /// claimed nor enqueued. Stripe sends them there by design, so this is not a fault.
+    IgnoredTestMode,
 }
 
 impl Outcome {
@@ -36,9 +44,11 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::InFlight => "in_flight",
             Self::Rejected => "rejected",
+            Self::Refused => "refused",
             Self::Failed => "failed",
             Self::Handled => "handled",
             Self::Ignored => "ignored",
+            Self::IgnoredTestMode => "ignored_test_mode",
         }
     }
 }

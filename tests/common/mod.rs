@@ -186,6 +186,7 @@ pub async fn receiver_app(
         ),
         queue: SqsEventQueue::new(sqs(sqs_at).await, &resources.event_queue_url),
         livemode: Some(false),
+        test_connect_events: stripe_pipeline::config::TestConnectEvents::Ignore,
         max_body_bytes: 1024 * 1024,
         sqs_max_message_bytes: 256 * 1024,
         metrics: Metrics::new("IntegrationTest", "receiver"),

@@ -142,6 +142,7 @@ pub fn receiver_app(
         ),
         queue: SqsEventQueue::new(sqs(config, sqs_at), &resources.event_queue_url),
         livemode: Some(false),
+        test_connect_events: stripe_pipeline::config::TestConnectEvents::Ignore,
         max_body_bytes: 1024 * 1024,
         sqs_max_message_bytes: 256 * 1024,
         metrics: Metrics::new("Bench", "receiver"),

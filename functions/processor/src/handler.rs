@@ -453,7 +453,7 @@ mod tests {
             .unwrap();
         let reference = serde_json::to_string(&stashed).unwrap();
         let mut missing = stashed.clone();
-        missing.event_id = "evt_gone".into();
+        missing.sha256 = "00".repeat(32);
         let missing = serde_json::to_string(&missing).unwrap();
         let records = vec![
             message("m-stashed", &reference, Some("dedup_table")),

@@ -11,6 +11,7 @@ use lambda_http::{
     Body, Request, RequestExt, Response,
 };
 use stripe_pipeline::{
+    config::TestConnectEvents,
     dedup::DedupStore,
     event::{EventEnvelope, EventError},
     intake::{self, Admitted, IntakeError},
@@ -35,6 +36,8 @@ pub struct App<S, Q> {
     pub queue: Q,
     /// Expected `livemode`, if enforced.
     pub livemode: Option<bool>,
+    /// What a live endpoint does with connected accounts' test-mode events.
+    pub test_connect_events: TestConnectEvents,
     /// Largest accepted body.
     pub max_body_bytes: usize,
     /// Largest message the queue takes.
@@ -89,7 +92,12 @@ impl ReceiverError {
         match self {
             Self::Intake(IntakeError::InFlight) => Outcome::InFlight,
             Self::Intake(_) => Outcome::Failed,
-            _ => Outcome::Rejected,
+            // Stripe signed these: each is an event it will retry and then drop, not internet noise.
+            Self::NotAnEvent(_) | Self::LivemodeMismatch => Outcome::Refused,
+            Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::PayloadTooLarge
+            | Self::Signature(_) => Outcome::Rejected,
         }
     }
 
@@ -114,6 +122,8 @@ impl ReceiverError {
 enum Accepted {
     Enqueued,
     Duplicate,
+    /// A connected account's test-mode event at a live endpoint, left alone.
+    IgnoredTestMode,
 }
 
 /// The event a decision concerns, once known, for the log line.
@@ -121,6 +131,8 @@ enum Accepted {
 struct Seen {
     event_id: Option<String>,
     event_type: Option<String>,
+    livemode: Option<bool>,
+    account: Option<String>,
 }
 
 /// Handles one request. Never fails: every outcome is an HTTP answer.
@@ -134,32 +146,43 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
     let latency_ms = started.elapsed().as_millis() as u64;
     let event_id = seen.event_id.as_deref().unwrap_or("");
     let event_type = seen.event_type.as_deref().unwrap_or("");
+    let account = seen.account.as_deref().unwrap_or("");
     let (outcome, response) = match result {
         Ok(accepted) => {
-            let outcome = match accepted {
-                Accepted::Enqueued => Outcome::Enqueued,
-                Accepted::Duplicate => Outcome::Duplicate,
+            let (outcome, status) = match accepted {
+                Accepted::Enqueued => (Outcome::Enqueued, "enqueued"),
+                Accepted::Duplicate => (Outcome::Duplicate, "duplicate"),
+                Accepted::IgnoredTestMode => (Outcome::IgnoredTestMode, "ignored"),
             };
-            info!(event_id, event_type, outcome = %outcome, latency_ms, "webhook accepted");
-            let body = serde_json::json!({ "status": outcome.as_str() });
+            if accepted == Accepted::IgnoredTestMode {
+                info!(event_id, event_type, account, outcome = %outcome, reason = "test_mode_connect_event", latency_ms, "webhook ignored: a connected account's test-mode event at this live endpoint");
+            } else {
+                info!(event_id, event_type, outcome = %outcome, latency_ms, "webhook accepted");
+            }
+            let body = serde_json::json!({ "status": status });
             (outcome, respond(StatusCode::OK, &body))
         }
         Err(err) => {
             let outcome = err.outcome();
             let reason = err.reason();
+            let source_ip = source_ip(&request).map(|ip| ip.to_string());
+            let source_ip = source_ip.as_deref().unwrap_or("");
             match &err {
                 ReceiverError::Intake(IntakeError::Dedup(_) | IntakeError::Queue(_)) => {
                     error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
                 }
+                // Signed, so from Stripe: error level, and the alarm on `refused` fires at the first one.
+                ReceiverError::NotAnEvent(parse) => {
+                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip, error = %parse.detail(), "signed webhook refused: not an event we can read; stripe retries it for 3 days, then drops it");
+                }
                 ReceiverError::LivemodeMismatch => {
-                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, expected_livemode = ?app.livemode, "webhook from the other mode: this endpoint's secret belongs to a stack of the other mode");
+                    error!(event_id, event_type, account, outcome = %outcome, reason, latency_ms, source_ip, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
                 }
                 ReceiverError::Intake(IntakeError::InFlight) => {
                     info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
                 }
                 _ => {
-                    let source_ip = source_ip(&request).map(|ip| ip.to_string());
-                    warn!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip = source_ip.as_deref().unwrap_or(""), "webhook rejected");
+                    warn!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip, "webhook rejected");
                 }
             }
             let body = serde_json::json!({ "error": err.to_string() });
@@ -200,11 +223,28 @@ async fn receive<S: DedupStore, Q: EventQueue>(
         .transpose()?;
     app.verifier.verify(body, header)?;
 
-    let event = EventEnvelope::parse(body)?;
+    let event = match EventEnvelope::parse(body) {
+        Ok(event) => event,
+        Err(err) => {
+            // Stripe signed it, so it is an event we are about to lose: its id lets it be found.
+            seen.event_id = EventEnvelope::readable_id(body);
+            return Err(err.into());
+        }
+    };
     seen.event_id = Some(event.id.clone());
     seen.event_type = Some(event.event_type.to_string());
+    seen.livemode = event.livemode;
+    seen.account = event.connected_account().map(str::to_owned);
     if let Some(expected) = app.livemode {
         if event.livemode != Some(expected) {
+            // A live Connect endpoint also gets its connected accounts' test-mode events, signed with
+            // the live secret: not a misconfiguration, and a 4xx would make Stripe retry each for 3
+            // days and flag the endpoint.
+            let test_connect_event =
+                expected && event.livemode == Some(false) && event.connected_account().is_some();
+            if test_connect_event && app.test_connect_events == TestConnectEvents::Ignore {
+                return Ok(Accepted::IgnoredTestMode);
+            }
             return Err(ReceiverError::LivemodeMismatch);
         }
     }
@@ -271,6 +311,7 @@ mod tests {
             store: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             queue: MemoryEventQueue::new(),
             livemode: Some(false),
+            test_connect_events: TestConnectEvents::Ignore,
             max_body_bytes: 1024 * 1024,
             sqs_max_message_bytes: 256 * 1024,
             metrics: Metrics::new("Test", "receiver"),
@@ -367,6 +408,159 @@ mod tests {
         let live = br#"{"id":"evt_live","type":"invoice.paid","livemode":true}"#;
         assert_eq!(status(&app, signed(live, unix_now())).await, 400);
         assert!(app.queue.messages().is_empty());
+    }
+
+    /// A thin (API v2) event as a webhook endpoint with the thin payload style receives it: `created` is
+    /// an RFC 3339 string, and there is no `data`, only the `related_object` to fetch.
+    const THIN: &[u8] = br#"{"id":"evt_test_65RThinUnit","object":"v2.core.event","type":"v1.customer.subscription.updated","created":"2026-12-06T10:00:00.000Z","livemode":false,"related_object":{"id":"sub_1","type":"subscription","url":"/v1/subscriptions/sub_1"},"reason":{"type":"request","request":{"id":"req_1","idempotency_key":null}}}"#;
+
+    #[tokio::test]
+    async fn a_signed_thin_event_is_enqueued_once_with_its_raw_bytes() {
+        let app = app();
+        let response = handle(&app, signed(THIN, unix_now())).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), br#"{"status":"enqueued"}"#);
+        // Stripe's retry of it is a duplicate, as for a snapshot event.
+        let again = handle(&app, signed(THIN, unix_now())).await.unwrap();
+        assert_eq!(again.body().as_ref(), br#"{"status":"duplicate"}"#);
+        let messages = app.queue.messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(
+            messages[0].body,
+            MessageBody::Inline(String::from_utf8(THIN.to_vec()).unwrap())
+        );
+        assert_eq!(messages[0].event_id, "evt_test_65RThinUnit");
+        assert_eq!(messages[0].event_type, "v1.customer.subscription.updated");
+    }
+
+    /// `body` as a connected account's event: `account` set, `livemode` as given.
+    fn connect_event(body: &[u8], livemode: bool) -> Vec<u8> {
+        let mut event: serde_json::Value = serde_json::from_slice(body).unwrap();
+        event["account"] = "acct_1ConnectedTest".into();
+        event["livemode"] = livemode.into();
+        serde_json::to_vec(&event).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connected_accounts_test_mode_event_at_a_live_endpoint_is_acknowledged_and_ignored() {
+        // GIVEN a live Connect endpoint
+        let mut app = app();
+        app.livemode = Some(true);
+        let body = connect_event(&fixture("invoice.paid"), false);
+        let id = EventEnvelope::parse(&body).unwrap().id;
+        // WHEN Stripe sends it a connected account's test-mode event (signed with the live secret)
+        let response = handle(&app, signed(&body, unix_now())).await.unwrap();
+        // THEN it is answered 2xx, so Stripe neither retries it nor flags the endpoint, and nothing is
+        // claimed or enqueued
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), br#"{"status":"ignored"}"#);
+        assert!(app.queue.messages().is_empty());
+        assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+        // AND a test-mode event of no connected account is still a misconfiguration
+        let own = fixture("invoice.paid");
+        assert_eq!(status(&app, signed(&own, unix_now())).await, 400);
+        // AND so is a live event at a test endpoint, connected account or not
+        app.livemode = Some(false);
+        let live = connect_event(&fixture("invoice.paid"), true);
+        assert_eq!(status(&app, signed(&live, unix_now())).await, 400);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_live_endpoint_told_to_reject_test_mode_connect_events_answers_400() {
+        let mut app = app();
+        app.livemode = Some(true);
+        app.test_connect_events = TestConnectEvents::Reject;
+        let body = connect_event(&fixture("invoice.paid"), false);
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 400);
+        assert!(app.queue.messages().is_empty());
+    }
+
+    #[test]
+    fn signed_refusals_have_their_own_outcome_apart_from_unauthenticated_rejections() {
+        let not_an_event = ReceiverError::from(EventEnvelope::parse(b"not json").unwrap_err());
+        for refused in [not_an_event, ReceiverError::LivemodeMismatch] {
+            assert_eq!(refused.outcome().as_str(), "refused", "{refused}");
+            assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        }
+        for rejected in [
+            ReceiverError::Signature(SignatureError::MalformedHeader),
+            ReceiverError::PayloadTooLarge,
+        ] {
+            assert_eq!(rejected.outcome().as_str(), "rejected", "{rejected}");
+        }
+    }
+
+    /// Runs `request` through `handle` with a JSON subscriber like the Lambda's, returning the log lines.
+    async fn logged(
+        app: &App<MemoryDedupStore, MemoryEventQueue>,
+        request: Request,
+    ) -> Vec<serde_json::Value> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .finish();
+        // The test runtime is single-threaded, so the thread's default subscriber sees every line.
+        let _guard = tracing::subscriber::set_default(subscriber);
+        handle(app, request).await.unwrap();
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_signed_refusal_is_logged_with_the_event_id_and_the_parse_error() {
+        let app = app();
+        // GIVEN a signed body with an id but no type, and a customer's email inside
+        let body = br#"{"id":"evt_1RefusedNoType","livemode":false,"data":{"object":{"email":"jane@example.com"}}}"#;
+        let lines = logged(&app, signed(body, unix_now())).await;
+        let line = lines
+            .iter()
+            .find(|l| l["reason"] == "not_an_event")
+            .expect("a decision line");
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["outcome"], "refused");
+        assert_eq!(line["event_id"], "evt_1RefusedNoType");
+        let error = line["error"].as_str().expect("the parse error");
+        assert!(error.contains("missing field `type`"), "{error}");
+        let all = serde_json::to_string(&lines).unwrap();
+        assert!(!all.contains("jane@example.com"), "{all}");
+        // AND a wrong-mode event is logged as refused, with its id
+        let live = br#"{"id":"evt_1RefusedLive","type":"invoice.paid","livemode":true}"#;
+        let lines = logged(&app, signed(live, unix_now())).await;
+        let line = lines
+            .iter()
+            .find(|l| l["reason"] == "livemode_mismatch")
+            .expect("a decision line");
+        assert_eq!(line["outcome"], "refused");
+        assert_eq!(line["event_id"], "evt_1RefusedLive");
+    }
+
+    #[tokio::test]
+    async fn a_parse_error_in_the_log_does_not_quote_the_body() {
+        let app = app();
+        let body =
+            br#"{"id":"evt_1RefusedQuoted","type":"invoice.paid","livemode":"jane@example.com"}"#;
+        let lines = logged(&app, signed(body, unix_now())).await;
+        let all = serde_json::to_string(&lines).unwrap();
+        assert!(all.contains("evt_1RefusedQuoted"), "{all}");
+        assert!(!all.contains("jane@example.com"), "{all}");
     }
 
     #[tokio::test]

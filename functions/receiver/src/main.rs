@@ -27,6 +27,7 @@ async fn main() -> Result<(), Error> {
         ),
         queue: SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.event_queue_url),
         livemode: config.livemode,
+        test_connect_events: config.test_connect_events,
         max_body_bytes: config.max_body_bytes,
         sqs_max_message_bytes: config.sqs_max_message_bytes,
         metrics: Metrics::new(config.metrics_namespace, "receiver"),

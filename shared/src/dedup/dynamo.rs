@@ -75,6 +75,32 @@ impl DynamoDedupStore {
 
 type Item = HashMap<String, AttributeValue>;
 
+impl DynamoDedupStore {
+    /// The chunks of a stashed body under the keys `key` names, concatenated; `None` if the first is
+    /// absent (nothing stashed under that naming).
+    async fn read_chunks(
+        &self,
+        stashed: &StashedBody,
+        key: fn(&StashedBody, usize) -> String,
+    ) -> Result<Option<Vec<u8>>, DedupError> {
+        let mut body = Vec::with_capacity(stashed.bytes);
+        for index in 0..stashed.chunks {
+            let Some(item) = self.consistent_get(key(stashed, index)).await? else {
+                if index == 0 {
+                    return Ok(None);
+                }
+                return Err(DedupError::CorruptBody);
+            };
+            let chunk = item
+                .get(BODY)
+                .and_then(|v| v.as_b().ok())
+                .ok_or(DedupError::CorruptBody)?;
+            body.extend_from_slice(chunk.as_ref());
+        }
+        Ok(Some(body))
+    }
+}
+
 fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> DedupError {
     DedupError::Unavailable(Box::new(error))
 }
@@ -151,6 +177,16 @@ impl DedupStore for DynamoDedupStore {
             None => self.consistent_get(event_id.to_owned()).await?,
         };
         match item {
+            // Our own write: an attempt whose put was applied but whose answer was lost or late (the
+            // SDK's attempt timeout), retried by the SDK with the same item and so the same token.
+            // Only this request carries that token; calling it InFlight would answer Stripe 409 and
+            // leave the event pending until the lease ends.
+            Some(item)
+                if item.get(CLAIM_TOKEN).and_then(|v| v.as_s().ok()) == Some(&token.0)
+                    && read_record(&item)?.status == ClaimStatus::Pending =>
+            {
+                Ok(Claim::New(token))
+            }
             Some(item) => {
                 let record = read_record(&item)?;
                 // The item changed between the put and the read so that it is free now: let Stripe retry.
@@ -251,7 +287,8 @@ impl DedupStore for DynamoDedupStore {
                 .map_err(unavailable)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
-        // One transaction: the processor never sees half a body.
+        // One transaction: the processor never sees half a body. No condition is needed: the keys are
+        // the body's hash, so a put can only ever write the bytes already there.
         self.client
             .transact_write_items()
             .set_transact_items(Some(items))
@@ -262,19 +299,18 @@ impl DedupStore for DynamoDedupStore {
     }
 
     async fn fetch_body(&self, stashed: &StashedBody) -> Result<Vec<u8>, DedupError> {
-        let mut body = Vec::with_capacity(stashed.bytes);
-        for index in 0..stashed.chunks {
-            let item = self
-                .consistent_get(stashed.chunk_key(index))
-                .await?
-                .ok_or(DedupError::CorruptBody)?;
-            let chunk = item
-                .get(BODY)
-                .and_then(|v| v.as_b().ok())
-                .ok_or(DedupError::CorruptBody)?;
-            body.extend_from_slice(chunk.as_ref());
+        if let Some(body) = self.read_chunks(stashed, StashedBody::chunk_key).await? {
+            return stashed.check(body);
         }
-        stashed.check(body)
+        // A message queued before bodies were keyed by their hash names the same fields, but its
+        // chunks are under the event id. The checksum still decides whether those bytes are its own.
+        match self
+            .read_chunks(stashed, StashedBody::legacy_chunk_key)
+            .await?
+        {
+            Some(body) => stashed.check(body),
+            None => Err(DedupError::CorruptBody),
+        }
     }
 
     async fn count_duplicate(&self, now: u64) -> Result<(), DedupError> {

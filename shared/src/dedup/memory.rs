@@ -130,14 +130,16 @@ impl DedupStore for MemoryDedupStore {
         if body.len() > MAX_STASHED_BODY_BYTES {
             return Err(DedupError::BodyTooLarge);
         }
-        self.bodies()?.insert(event_id.to_owned(), body.to_vec());
-        Ok(StashedBody::describe(event_id, body))
+        let stashed = StashedBody::describe(event_id, body);
+        // Keyed by content, as on DynamoDB.
+        self.bodies()?.insert(stashed.sha256.clone(), body.to_vec());
+        Ok(stashed)
     }
 
     async fn fetch_body(&self, stashed: &StashedBody) -> Result<Vec<u8>, DedupError> {
         let body = self
             .bodies()?
-            .get(&stashed.event_id)
+            .get(&stashed.sha256)
             .cloned()
             .ok_or(DedupError::CorruptBody)?;
         stashed.check(body)
@@ -222,6 +224,23 @@ mod tests {
             store.claim("evt_1", "x", NOW + 31 + 1001).await.unwrap(),
             Claim::New(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_second_stash_for_the_same_event_does_not_change_what_the_first_reference_reads() {
+        let store = store();
+        let queued = store
+            .stash_body("evt_1", b"first bytes", NOW)
+            .await
+            .unwrap();
+        // WHEN a takeover, replay or backfill stashes other bytes for the same event
+        let later = store
+            .stash_body("evt_1", b"other bytes", NOW + 1)
+            .await
+            .unwrap();
+        // THEN each reference reads the bytes it was made for
+        assert_eq!(store.fetch_body(&queued).await.unwrap(), b"first bytes");
+        assert_eq!(store.fetch_body(&later).await.unwrap(), b"other bytes");
     }
 
     #[tokio::test]

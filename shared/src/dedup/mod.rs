@@ -12,7 +12,9 @@
 //! expiring frees the event.
 //!
 //! The same table also keeps bodies too large for an SQS message ([`DedupStore::stash_body`]), under keys
-//! that can never be an event id (`evt_..#body#0`), expiring with the claim.
+//! made of the body's SHA-256, which can never be an event id (`#body#<sha256>#0`), expiring with the
+//! claim. Keyed by content, a stash can never change the bytes under a message already queued: a
+//! takeover, a forced replay or a backfill of the same event with other bytes writes other keys.
 
 mod dynamo;
 #[cfg(any(test, feature = "test-util"))]
@@ -26,7 +28,9 @@ use std::future::Future;
 
 use sha2::{Digest, Sha256};
 
-/// Bodies are stored in pieces of this size: a DynamoDB item holds at most 400 KB.
+/// Bodies are stored in pieces of this size: a DynamoDB item holds at most 400 KB. Part of the layout a
+/// queued reference is read by (chunk `i` starts at `i * BODY_CHUNK_BYTES`): changing it needs a new
+/// key prefix, or a message queued before the change would read chunks cut elsewhere.
 pub const BODY_CHUNK_BYTES: usize = 300_000;
 /// The most a stashed body may take: all its chunks are written in one transaction, which DynamoDB
 /// limits to 4 MB.
@@ -94,16 +98,18 @@ impl ClaimStatus {
     }
 }
 
-/// Where a body stashed in the table is, and how to check it came back whole.
+/// Where a body stashed in the table is, and how to check it came back whole: the message body of a
+/// queued reference. The chunks are found by `sha256`, so the reference names its own bytes.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StashedBody {
-    /// The event whose body this is.
+    /// The event whose body this is (for logs, and for reading references queued before bodies were
+    /// keyed by their hash).
     pub event_id: String,
     /// Number of chunks.
     pub chunks: usize,
     /// Total length in bytes.
     pub bytes: usize,
-    /// Lowercase hex SHA-256 of the body.
+    /// Lowercase hex SHA-256 of the body: the key its chunks are stored under, and its checksum.
     pub sha256: String,
 }
 
@@ -118,6 +124,12 @@ impl StashedBody {
     }
 
     fn chunk_key(&self, index: usize) -> String {
+        format!("#body#{}#{index}", self.sha256)
+    }
+
+    /// Where chunks were stored before they were keyed by the body's hash: still read, so a message
+    /// queued by a receiver of before that change (up to the dead-letter queue's 14 days) resolves.
+    fn legacy_chunk_key(&self, index: usize) -> String {
         format!("{}#body#{index}", self.event_id)
     }
 
@@ -180,7 +192,8 @@ pub trait DedupStore: Send + Sync {
         event_id: &str,
     ) -> impl Future<Output = Result<Option<DedupRecord>, DedupError>> + Send;
 
-    /// Stores a body too large for the queue, to be fetched by the processor.
+    /// Stores a body too large for the queue, to be fetched by the processor, under its SHA-256: a later
+    /// stash of other bytes for the same event never changes what an earlier reference reads.
     fn stash_body(
         &self,
         event_id: &str,
