@@ -252,6 +252,14 @@ impl RateLimiter {
         }
     }
 
+    fn per_second(&self) -> f64 {
+        if self.interval.is_zero() {
+            f64::INFINITY
+        } else {
+            1.0 / self.interval.as_secs_f64()
+        }
+    }
+
     async fn acquire(&self) {
         let at = {
             let mut next = self.next.lock().await;
@@ -356,6 +364,11 @@ impl StripeApi {
         }
         let body = self.get(path, &[]).await?;
         String::from_utf8(body).map_err(|_| StripeApiError::NotFound)
+    }
+
+    /// The most requests per second this client sends.
+    pub fn max_rps(&self) -> f64 {
+        self.limiter.per_second()
     }
 
     /// What the client has done so far.
