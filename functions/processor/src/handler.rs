@@ -551,6 +551,23 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn fetches_get_two_thirds_of_the_time_the_invocation_has_left() {
+        let now = SystemTime::now();
+        assert!(fetch_deadline(0, now).is_none(), "no deadline known");
+        let in_30s = (now + Duration::from_secs(30))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let before = tokio::time::Instant::now();
+        let deadline = fetch_deadline(in_30s, now).unwrap();
+        let after = tokio::time::Instant::now();
+        assert!(deadline >= before + Duration::from_millis(19_990));
+        assert!(deadline <= after + Duration::from_secs(20));
+        // Already past: the deadline is now, so every fetch fails at once.
+        assert!(fetch_deadline(1, now).unwrap() <= tokio::time::Instant::now());
+    }
+
     #[tokio::test]
     async fn only_the_failing_messages_are_reported() {
         let app = app();
