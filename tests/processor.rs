@@ -867,8 +867,14 @@ async fn connected_account_events_are_fetched_on_behalf_of_their_account() {
     let thin = serde_json::to_vec(&thin).unwrap();
     let platform = &history.events[2];
     // WHEN each is processed on its own
-    for (id, body) in [("connected", &connected), ("thin", &thin), ("platform", platform)] {
-        assert!(process_batch(&app, vec![message(id, body)]).await.is_empty());
+    for (id, body) in [
+        ("connected", &connected),
+        ("thin", &thin),
+        ("platform", platform),
+    ] {
+        assert!(process_batch(&app, vec![message(id, body)])
+            .await
+            .is_empty());
     }
     // THEN the v1 fetch carried Stripe-Account, the thin one Stripe-Context, the platform's neither
     let requests = stripe.requests();
@@ -912,9 +918,15 @@ fn the_stripe_read_rate_is_the_account_limit_shared_by_every_processor_instance(
     };
     // Half of the account's limit (the rest is headroom for the dashboard, the CLI, other
     // integrations), split between the most instances the event source runs at once.
-    let test_key = [("STRIPE_API_KEY", "sk_test_x"), ("PROCESSOR_MAX_CONCURRENCY", "5")];
+    let test_key = [
+        ("STRIPE_API_KEY", "sk_test_x"),
+        ("PROCESSOR_MAX_CONCURRENCY", "5"),
+    ];
     assert_eq!(rate(&test_key), 25.0 * 0.5 / 5.0);
-    let live_key = [("STRIPE_API_KEY", "rk_live_x"), ("PROCESSOR_MAX_CONCURRENCY", "5")];
+    let live_key = [
+        ("STRIPE_API_KEY", "rk_live_x"),
+        ("PROCESSOR_MAX_CONCURRENCY", "5"),
+    ];
     assert_eq!(rate(&live_key), 100.0 * 0.5 / 5.0);
     let raised = [
         ("STRIPE_API_KEY", "sk_live_x"),

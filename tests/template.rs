@@ -772,7 +772,10 @@ fn the_processor_splits_its_stripe_rate_between_as_many_instances_as_the_event_s
     let variables = &template.property("ProcessorFunction", "Environment")["Variables"];
     let events = &template.property("ProcessorFunction", "Events");
     let scaling = &events["EventQueueMessages"]["Properties"]["ScalingConfig"];
-    assert_eq!(ref_to(&scaling["MaximumConcurrency"]), Some("ProcessorMaxConcurrency"));
+    assert_eq!(
+        ref_to(&scaling["MaximumConcurrency"]),
+        Some("ProcessorMaxConcurrency")
+    );
     assert_eq!(
         ref_to(&variables[config::PROCESSOR_MAX_CONCURRENCY]),
         Some("ProcessorMaxConcurrency"),
@@ -794,7 +797,11 @@ fn a_misconfigured_notification_channel_raises_an_alarm() {
     );
     let dimensions = template.property(alarm, "Dimensions");
     let dimensions = dimensions.as_sequence().expect("dimensions");
-    assert_eq!(dimensions.len(), 1, "the Function-only dimension set of the EMF line");
+    assert_eq!(
+        dimensions.len(),
+        1,
+        "the Function-only dimension set of the EMF line"
+    );
     assert_eq!(dimensions[0]["Name"].as_str(), Some("Function"));
     assert_eq!(dimensions[0]["Value"].as_str(), Some("processor"));
     let emf = stripe_pipeline::telemetry::Metrics::new("Ns", "processor")

@@ -400,12 +400,10 @@ pub async fn process_batch_in(
 ) -> Vec<String> {
     let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
     batch.records = messages;
-    let response = processor::handler::handle(
-        app,
-        lambda_runtime::LambdaEvent::new(batch, context),
-    )
-    .await
-    .expect("the batch handler never fails as a whole");
+    let response =
+        processor::handler::handle(app, lambda_runtime::LambdaEvent::new(batch, context))
+            .await
+            .expect("the batch handler never fails as a whole");
     response
         .batch_item_failures
         .into_iter()

@@ -203,10 +203,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
         Read::Event(event) => event,
         Read::AppliedBefore { id, event_type } => {
             return Ok(Done {
-                handled: !matches!(
-                    EventType::from(event_type.as_str()),
-                    EventType::Other(_)
-                ),
+                handled: !matches!(EventType::from(event_type.as_str()), EventType::Other(_)),
                 event_id: id,
                 event_type,
                 reason: "applied_before",
@@ -456,7 +453,12 @@ async fn refetch<S: DedupStore, B: BillingStore>(
         id: String,
     }
     let Id { id } = event.object()?;
-    if app.billing.get(&Key::event_marker(&event.id)).await?.is_some() {
+    if app
+        .billing
+        .get(&Key::event_marker(&event.id))
+        .await?
+        .is_some()
+    {
         return Ok(event);
     }
     let on_behalf_of = event

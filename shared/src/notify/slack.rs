@@ -68,11 +68,9 @@ impl SlackNotifier {
         let body = serde_json::json!({ "text": notification.text });
         let mut waited = Duration::ZERO;
         for _ in 0..MAX_POSTS {
-            let pause = self
-                .paused_until()
-                .map_or(Duration::ZERO, |until| {
-                    until.saturating_duration_since(Instant::now())
-                });
+            let pause = self.paused_until().map_or(Duration::ZERO, |until| {
+                until.saturating_duration_since(Instant::now())
+            });
             if !pause.is_zero() {
                 waited = wait(waited, pause).await?;
             }
