@@ -202,6 +202,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
     let event = match read_event(app, message, deadline).await? {
         Read::Event(event) => event,
         Read::AppliedBefore { id, event_type } => {
+            count_duplicate(app, message, &id, unix_now() as i64).await;
             return Ok(Done {
                 handled: !matches!(EventType::from(event_type.as_str()), EventType::Other(_)),
                 event_id: id,
@@ -209,7 +210,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
                 reason: "applied_before",
                 skipped: Vec::new(),
                 notified: 0,
-            })
+            });
         }
     };
     let mut done = Done {
@@ -249,13 +250,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
         }
         Applied::Before => {
             done.reason = "applied_before";
-            // The first receive of an event already applied is a duplicate (both ingresses on, or a
-            // copy that raced past the receiver); a retried message is not one.
-            if receive_count(message).parse::<u32>().unwrap_or(1) <= 1 {
-                if let Err(err) = app.bodies.count_duplicate(now as u64).await {
-                    warn!(event_id = %event.id, error = %error_chain(&err), "duplicate not counted");
-                }
-            }
+            count_duplicate(app, message, &event.id, now).await;
         }
     }
     if !done.handled {
@@ -292,6 +287,22 @@ async fn apply<S: DedupStore, B: BillingStore>(
     match failed {
         Some(err) => Err(err),
         None => Ok(done),
+    }
+}
+
+/// Counts a delivery of an event already applied for the console, if it is the message's first receive:
+/// that is a duplicate (both ingresses on, or a copy that raced past the receiver); a retried message
+/// is not one.
+async fn count_duplicate<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    message: &SqsMessage,
+    event_id: &str,
+    now: i64,
+) {
+    if receive_count(message).parse::<u32>().unwrap_or(1) <= 1 {
+        if let Err(err) = app.bodies.count_duplicate(now as u64).await {
+            warn!(event_id = %event_id, error = %error_chain(&err), "duplicate not counted");
+        }
     }
 }
 
