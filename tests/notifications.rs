@@ -275,3 +275,103 @@ fn an_invalid_routing_document_stops_the_cold_start_naming_the_entry() {
         "notification routes: routes[0].channels[0]: no channel named \"opps\""
     );
 }
+
+#[tokio::test]
+async fn a_slack_channel_that_is_gone_is_a_configuration_error_and_the_message_is_not_retried() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    // Slack's answers for a webhook that no longer works: revoked or disallowed, removed, archived.
+    for (status, body) in [
+        (403, "action_prohibited"),
+        (404, "no_service"),
+        (410, "channel_is_archived"),
+    ] {
+        let failed = event("invoice.payment_failed", |_| {});
+        slack.answer_next(SlackAnswer {
+            status,
+            retry_after_secs: None,
+            body,
+        });
+        // WHEN the event is processed and Slack refuses the webhook for good
+        let posts = slack.posts();
+        // THEN the message is acknowledged (the billing effect is applied; retrying cannot fix a
+        // configuration), after one post
+        assert!(
+            process_batch(&app, vec![message("m", &failed)])
+                .await
+                .is_empty(),
+            "{status} {body}"
+        );
+        assert_eq!(slack.posts(), posts + 1, "{status}: not retried");
+        assert!(slack.texts().is_empty());
+        let id = serde_json::from_slice::<serde_json::Value>(&failed).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(stripe_pipeline::billing::BillingStore::get(
+            &app.billing,
+            &stripe_pipeline::billing::Key::event_marker(&id)
+        )
+        .await
+        .unwrap()
+        .is_some());
+        // AND once the channel is fixed, a replay of the event sends what was not sent
+        assert!(process_batch(&app, vec![message("m", &failed)])
+            .await
+            .is_empty());
+        assert_eq!(slack.texts().len(), 1, "{status}");
+        slack.received_clear();
+    }
+}
+
+#[tokio::test]
+async fn slack_rate_limiting_is_waited_out_for_its_retry_after_and_the_message_sent_once() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    // GIVEN Slack answering the first post with 429 and Retry-After: 1
+    slack.answer_next(SlackAnswer {
+        status: 429,
+        retry_after_secs: Some(1),
+        body: "rate_limited",
+    });
+    let failed = event("invoice.payment_failed", |_| {});
+    // WHEN the event is processed
+    // THEN the processor waited and posted again: one message, nothing for SQS to retry
+    assert!(process_batch(&app, vec![message("m", &failed)])
+        .await
+        .is_empty());
+    assert_eq!(slack.posts(), 2);
+    assert_eq!(slack.texts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_slack_retry_after_too_long_to_wait_fails_the_message_for_sqs_to_retry() {
+    let resources = Resources::create();
+    let slack = SlackSink::start().await;
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    slack.answer_next(SlackAnswer {
+        status: 429,
+        retry_after_secs: Some(600),
+        body: "rate_limited",
+    });
+    let failed = event("invoice.payment_failed", |_| {});
+    // WHEN Slack asks for ten minutes: the message fails now (SQS brings it back after its
+    // visibility timeout) rather than holding the invocation
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        process_batch(&app, vec![message("m", &failed)]),
+    )
+    .await
+    .expect("a long Retry-After is not slept");
+    assert_eq!(outcome, ["m"]);
+    assert_eq!(slack.posts(), 1);
+    // THEN SQS's retry, once the wait is over (here: on a fresh instance, as this one holds its posts
+    // to that webhook for the ten minutes Slack asked for), sends it once
+    let app = processor_app(&resources, Some(&slack.url)).await;
+    assert!(process_batch(&app, vec![message("m", &failed)])
+        .await
+        .is_empty());
+    assert_eq!(slack.texts().len(), 1);
+}

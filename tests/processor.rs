@@ -765,3 +765,204 @@ async fn markers_and_notification_records_expire_after_the_configured_retention(
         .is_empty());
     assert_eq!(slack.texts().len(), 1);
 }
+
+/// A Stripe API that takes connections and never answers them.
+async fn stripe_that_never_answers() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    base
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_the_invocation_has_left_fails_that_message_alone_at_once() {
+    use stripe_webhooks::fake_stripe::Fault;
+    let resources = Resources::create();
+    let history = customer_history(
+        &format!("late{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        false,
+    );
+    // GIVEN Stripe answering the first fetch with a 429 and `Retry-After: 300`
+    let stripe = fake_stripe_of(&history.events).await;
+    stripe.inject(
+        1,
+        Fault::RateLimited {
+            retry_after_secs: 300,
+        },
+    );
+    let app = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
+    let thin = stripe_pipeline::delivery::thin_of(&history.events[3]).expect("a thin form");
+    let payment = with_event_id(&fixture("payment_intent.succeeded"), &unique_event_id());
+    // WHEN a batch with a thin event and one needing no fetch runs in an invocation with 6 s left
+    let started = std::time::Instant::now();
+    let failed = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        process_batch_in(
+            &app,
+            vec![message("thin", &thin), message("payment", &payment)],
+            context_ending_in(6),
+        ),
+    )
+    .await
+    .expect("the batch must not wait out a Retry-After beyond its deadline");
+    // THEN only the thin event's message fails, before the deadline, and SQS's retry applies it
+    // (on a fresh instance: this one holds its requests for the 300 s Stripe asked for)
+    assert_eq!(failed, ["thin"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+    let app = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
+    assert!(process_batch(&app, vec![message("thin", &thin)])
+        .await
+        .is_empty());
+    let sub = billing::subscription(&app.billing, &history.customer, &history.subscription)
+        .await
+        .unwrap();
+    assert!(sub.is_some(), "applied on the retry");
+}
+
+#[tokio::test]
+async fn a_stripe_api_that_never_answers_fails_the_fetch_by_the_invocation_deadline() {
+    let resources = Resources::create();
+    let base = stripe_that_never_answers().await;
+    let app = processor_app_with_stripe(&resources, None, Some(&base)).await;
+    // GIVEN a subscription update (re-fetched in refetch mode) and a payment (not fetched)
+    let update = with_event_id(
+        &fixture("customer.subscription.updated"),
+        &unique_event_id(),
+    );
+    let payment = with_event_id(&fixture("payment_intent.succeeded"), &unique_event_id());
+    // WHEN they run in an invocation with 6 s left
+    let started = std::time::Instant::now();
+    let failed = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        process_batch_in(
+            &app,
+            vec![message("update", &update), message("payment", &payment)],
+            context_ending_in(6),
+        ),
+    )
+    .await
+    .expect("a hung fetch must end by the invocation's deadline");
+    // THEN the fetch gave up in time and failed its message alone
+    assert_eq!(failed, ["update"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(6));
+}
+
+#[tokio::test]
+async fn a_redelivered_event_whose_marker_exists_is_not_fetched_again() {
+    let resources = Resources::create();
+    let history = customer_history(
+        &format!("mark{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        false,
+    );
+    let stripe = fake_stripe_of(&history.events).await;
+    let app = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
+    // GIVEN a re-fetched snapshot event and a thin event, both applied
+    let created = &history.events[0];
+    let thin = stripe_pipeline::delivery::thin_of(&history.events[3]).expect("a thin form");
+    let batch = || vec![message("created", created), message("thin", &thin)];
+    assert!(process_batch(&app, batch()).await.is_empty());
+    let fetched = stripe.requests().len();
+    assert_eq!(fetched, 2, "one fetch each the first time");
+    // WHEN SQS (or a replay, or the other ingress) delivers them again
+    assert!(process_batch(&app, batch()).await.is_empty());
+    // THEN Stripe is not asked again
+    assert_eq!(stripe.requests().len(), fetched, "{:?}", stripe.requests());
+}
+
+#[tokio::test]
+async fn connected_account_events_are_fetched_on_behalf_of_their_account() {
+    let resources = Resources::create();
+    let history = customer_history(
+        &format!("conn{:06x}", fastrand::u32(..0xffffff)),
+        1_800_000_000,
+        false,
+    );
+    let stripe = fake_stripe_of(&history.events).await;
+    let app = processor_app_with_stripe(&resources, None, Some(&stripe.base_url)).await;
+    // GIVEN a v1 snapshot event of a connected account (top-level `account`), a thin event with a
+    // `context`, and a platform event
+    let mut connected: serde_json::Value = serde_json::from_slice(&history.events[0]).unwrap();
+    connected["account"] = "acct_1Connected".into();
+    let connected = serde_json::to_vec(&connected).unwrap();
+    let mut thin: serde_json::Value =
+        serde_json::from_slice(&stripe_pipeline::delivery::thin_of(&history.events[3]).unwrap())
+            .unwrap();
+    thin["context"] = "acct_1Context".into();
+    let thin = serde_json::to_vec(&thin).unwrap();
+    let platform = &history.events[2];
+    // WHEN each is processed on its own
+    for (id, body) in [
+        ("connected", &connected),
+        ("thin", &thin),
+        ("platform", platform),
+    ] {
+        assert!(process_batch(&app, vec![message(id, body)])
+            .await
+            .is_empty());
+    }
+    // THEN the v1 fetch carried Stripe-Account, the thin one Stripe-Context, the platform's neither
+    let requests = stripe.requests();
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    let on_behalf: Vec<_> = requests
+        .iter()
+        .map(|r| (r.stripe_account.as_deref(), r.stripe_context.as_deref()))
+        .collect();
+    assert_eq!(
+        on_behalf,
+        [
+            (Some("acct_1Connected"), None),
+            (None, Some("acct_1Context")),
+            (None, None)
+        ]
+    );
+}
+
+#[test]
+fn the_stripe_read_rate_is_the_account_limit_shared_by_every_processor_instance() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let rate = |settings: &[(&str, &str)]| {
+        let mut all = vec![
+            ("DEDUP_TABLE_NAME", "d"),
+            ("BILLING_TABLE_NAME", "b"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:9"),
+        ];
+        all.extend_from_slice(settings);
+        let config = stripe_pipeline::config::ProcessorConfig::from_lookup(|var| {
+            all.iter()
+                .find(|(k, _)| *k == var)
+                .map(|(_, v)| (*v).to_owned())
+        })
+        .unwrap();
+        runtime.block_on(async {
+            let app = processor::init::app_from(config, &sdk_config().await)
+                .await
+                .unwrap();
+            app.stripe.expect("a key is configured").max_rps()
+        })
+    };
+    // Half of the account's limit (the rest is headroom for the dashboard, the CLI, other
+    // integrations), split between the most instances the event source runs at once.
+    let test_key = [
+        ("STRIPE_API_KEY", "sk_test_x"),
+        ("PROCESSOR_MAX_CONCURRENCY", "5"),
+    ];
+    assert_eq!(rate(&test_key), 25.0 * 0.5 / 5.0);
+    let live_key = [
+        ("STRIPE_API_KEY", "rk_live_x"),
+        ("PROCESSOR_MAX_CONCURRENCY", "5"),
+    ];
+    assert_eq!(rate(&live_key), 100.0 * 0.5 / 5.0);
+    let raised = [
+        ("STRIPE_API_KEY", "sk_live_x"),
+        ("PROCESSOR_MAX_CONCURRENCY", "20"),
+        ("STRIPE_API_ACCOUNT_RPS", "400"),
+    ];
+    assert_eq!(rate(&raised), 400.0 * 0.5 / 20.0);
+}

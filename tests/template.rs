@@ -758,11 +758,66 @@ fn functions_get_only_environment_variables_the_code_reads() {
         config::DEDUP_TTL_SECS,
         config::EVENT_MARKER_RETENTION_SECS,
         config::METRICS_NAMESPACE,
+        // Its share of Stripe's read limit is split between this many instances.
+        config::PROCESSOR_MAX_CONCURRENCY,
     ]
     .into_iter()
     .map(str::to_owned)
     .collect();
     assert_eq!(template.environment("ProcessorFunction"), processor);
+}
+
+#[test]
+fn the_processor_splits_its_stripe_rate_between_as_many_instances_as_the_event_source_runs() {
+    let template = Template::load();
+    let variables = &template.property("ProcessorFunction", "Environment")["Variables"];
+    let events = &template.property("ProcessorFunction", "Events");
+    let scaling = &events["EventQueueMessages"]["Properties"]["ScalingConfig"];
+    assert_eq!(
+        ref_to(&scaling["MaximumConcurrency"]),
+        Some("ProcessorMaxConcurrency")
+    );
+    assert_eq!(
+        ref_to(&variables[config::PROCESSOR_MAX_CONCURRENCY]),
+        Some("ProcessorMaxConcurrency"),
+        "the same bound the SQS event source enforces"
+    );
+    assert_eq!(
+        template.root["Parameters"]["ProcessorMaxConcurrency"]["Default"].as_u64(),
+        Some(u64::from(config::DEFAULT_PROCESSOR_MAX_CONCURRENCY))
+    );
+}
+
+#[test]
+fn a_misconfigured_notification_channel_raises_an_alarm() {
+    let template = Template::load();
+    let alarm = "NotificationChannelMisconfiguredAlarm";
+    assert_eq!(
+        template.property(alarm, "MetricName").as_str(),
+        Some("MisconfiguredChannel")
+    );
+    let dimensions = template.property(alarm, "Dimensions");
+    let dimensions = dimensions.as_sequence().expect("dimensions");
+    assert_eq!(
+        dimensions.len(),
+        1,
+        "the Function-only dimension set of the EMF line"
+    );
+    assert_eq!(dimensions[0]["Name"].as_str(), Some("Function"));
+    assert_eq!(dimensions[0]["Value"].as_str(), Some("processor"));
+    let emf = stripe_pipeline::telemetry::Metrics::new("Ns", "processor")
+        .misconfigured_channel_document("support");
+    let declared = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert!(declared["Dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|set| set == &serde_json::json!(["Function"])));
+    assert_eq!(
+        template.property(alarm, "Threshold").as_u64(),
+        Some(1),
+        "one refused notification is one missed message"
+    );
 }
 
 #[test]

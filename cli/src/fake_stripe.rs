@@ -9,6 +9,9 @@
 //! and the objects events are about (`GET /v1/subscriptions/{id}`, `/v1/invoices/{id}`, ...), each as
 //! the newest event has it, or as a test set it with [`FakeStripe::put_object`] ("Stripe's state now").
 //!
+//! Every request is recorded with its path, query, status and the `Stripe-Account` / `Stripe-Context`
+//! headers, so tests can count what a client asked and on whose behalf.
+//!
 //! Events are listed newest first (`created` descending, then id descending), as Stripe lists them.
 //! `delivery_success=false` selects the events whose `pending_webhooks` is above 0.
 
@@ -56,6 +59,10 @@ pub struct RecordedRequest {
     pub status: u16,
     /// When it arrived.
     pub at: Instant,
+    /// Its `Stripe-Account` header: the connected account it acts for.
+    pub stripe_account: Option<String>,
+    /// Its `Stripe-Context` header: the account context of a thin (v2) event.
+    pub stripe_context: Option<String>,
 }
 
 impl RecordedRequest {
@@ -267,6 +274,14 @@ impl State {
                     .unwrap_or_default()
             })
             .unwrap_or_default();
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (stripe_account, stripe_context) = (header("stripe-account"), header("stripe-context"));
         let fault = self
             .faults
             .lock()
@@ -294,6 +309,8 @@ impl State {
                 query,
                 status: response.status().as_u16(),
                 at: Instant::now(),
+                stripe_account,
+                stripe_context,
             });
         }
         response

@@ -57,6 +57,12 @@ pub const STRIPE_API_BASE: &str = "STRIPE_API_BASE";
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 /// CloudWatch namespace of the EMF metrics.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
+/// The most processor instances that run at once (the SQS event source's `MaximumConcurrency`): the
+/// processor's share of Stripe's read limit is split between them.
+pub const PROCESSOR_MAX_CONCURRENCY: &str = "PROCESSOR_MAX_CONCURRENCY";
+/// Stripe's read limit of the account, requests per second, if not the documented one of the key's
+/// mode (100 live, 25 test): for an account whose limit Stripe raised.
+pub const STRIPE_API_ACCOUNT_RPS: &str = "STRIPE_API_ACCOUNT_RPS";
 
 /// Stripe may resend an event for up to 30 days (dashboard resend, `/v1/events` recovery), so a shorter
 /// memory would let a resend through as new.
@@ -74,6 +80,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_SQS_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Default CloudWatch namespace.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "StripeWebhooks";
+/// The template's default `ProcessorMaxConcurrency`: where the variable is unset (local runs) the
+/// processor assumes as many siblings as a default stack has, never fewer.
+pub const DEFAULT_PROCESSOR_MAX_CONCURRENCY: u32 = 5;
 
 /// A setting is missing or unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -191,6 +200,10 @@ pub struct ProcessorConfig {
     pub stripe_api_base: String,
     /// EMF namespace.
     pub metrics_namespace: String,
+    /// The most processor instances running at once (at least 1).
+    pub max_concurrency: u32,
+    /// Stripe's read limit of the account, if overridden; `None`: the key's mode decides.
+    pub stripe_account_rps: Option<f64>,
 }
 
 impl ReceiverConfig {
@@ -306,7 +319,29 @@ impl ProcessorConfig {
             }
             secs => Some(secs),
         };
+        let max_concurrency =
+            env.parse(PROCESSOR_MAX_CONCURRENCY, DEFAULT_PROCESSOR_MAX_CONCURRENCY)?;
+        if max_concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                var: PROCESSOR_MAX_CONCURRENCY,
+                reason: "must be at least 1",
+            });
+        }
+        let stripe_account_rps = match env.get(STRIPE_API_ACCOUNT_RPS) {
+            None => None,
+            Some(value) => match value.trim().parse::<f64>() {
+                Ok(rps) if rps.is_finite() && rps > 0.0 => Some(rps),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        var: STRIPE_API_ACCOUNT_RPS,
+                        reason: "expected a positive number of requests per second",
+                    })
+                }
+            },
+        };
         Ok(Self {
+            max_concurrency,
+            stripe_account_rps,
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             billing_table: env.require(BILLING_TABLE_NAME)?,
             slack,

@@ -7,6 +7,12 @@
 //!
 //! Only GETs are made, so every retry is safe. Stripe's `Stripe-Should-Retry` header, when present,
 //! overrides the status-based decision.
+//!
+//! A caller with a deadline (the processor: its Lambda invocation ends) passes it to
+//! [`StripeApi::object_for`]: no request, backoff or `Retry-After` sleep then runs past it, and one that
+//! would fails at once with [`StripeApiError::OutOfTime`], which is worth retrying later. Requests for
+//! a connected account's data name it ([`OnBehalfOf`]): `Stripe-Account` for v1 Connect events,
+//! `Stripe-Context` for thin (v2) events.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -25,6 +31,12 @@ pub const MAX_PAGE_SIZE: u8 = 100;
 /// The longest `Retry-After` obeyed as given; longer ones are cut to this (a wrong header must not
 /// stall an outage recovery for hours).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// The longest one request may take (a deadline may cut it shorter).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Stripe's read limit for a live-mode key, per account (every client of the key shares it).
+pub const LIVE_MODE_READS_PER_SECOND: f64 = 100.0;
+/// Stripe's read limit for a test-mode (sandbox) key, per account.
+pub const TEST_MODE_READS_PER_SECOND: f64 = 25.0;
 
 /// A Stripe API key. Its `Debug` never shows it.
 #[derive(Clone)]
@@ -35,6 +47,65 @@ impl ApiKey {
     pub fn new(key: impl Into<String>) -> Option<Self> {
         let key = key.into().trim().to_owned();
         (!key.is_empty()).then_some(Self(key))
+    }
+
+    /// Live (`true`) or test mode, from the prefix of a secret (`sk_`) or restricted (`rk_`) key;
+    /// `None` for another shape.
+    pub fn livemode(&self) -> Option<bool> {
+        let mode = self
+            .0
+            .strip_prefix("sk_")
+            .or_else(|| self.0.strip_prefix("rk_"))?;
+        if mode.starts_with("live_") {
+            Some(true)
+        } else if mode.starts_with("test_") {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Stripe's read limit for this key's account: 100 requests/s in live mode, 25 in test mode. A
+    /// key of unknown shape gets the lower one.
+    pub fn account_reads_per_second(&self) -> f64 {
+        match self.livemode() {
+            Some(true) => LIVE_MODE_READS_PER_SECOND,
+            _ => TEST_MODE_READS_PER_SECOND,
+        }
+    }
+}
+
+/// Whose data a request reads: the key's own account, or one connected to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnBehalfOf<'a> {
+    /// The key's own (platform) account: no header.
+    #[default]
+    Platform,
+    /// A connected account (`acct_…`), sent as `Stripe-Account`: a v1 Connect event's top-level
+    /// `account`.
+    Account(&'a str),
+    /// A thin (v2) event's `context`, sent as `Stripe-Context`.
+    Context(&'a str),
+}
+
+impl OnBehalfOf<'_> {
+    /// The header to send, if any; `Err` for a value that is not a Stripe account or context id
+    /// (`acct_…`, or several joined by `/`), which could otherwise smuggle a header.
+    fn header(self) -> Result<Option<(&'static str, String)>, StripeApiError> {
+        let (name, value) = match self {
+            Self::Platform => return Ok(None),
+            Self::Account(value) => ("Stripe-Account", value),
+            Self::Context(value) => ("Stripe-Context", value),
+        };
+        let plain = !value.is_empty()
+            && value.len() <= 255
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'/'));
+        if !plain {
+            return Err(StripeApiError::InvalidAccount);
+        }
+        Ok(Some((name, value.to_owned())))
     }
 }
 
@@ -119,6 +190,14 @@ pub enum StripeApiError {
     /// An event in the answer has no usable id or type.
     #[error("Stripe returned something that is not an event")]
     NotAnEvent(#[source] EventError),
+    /// The answer could not come before the caller's deadline: a `Retry-After` or backoff longer
+    /// than the time left, no rate-limit slot before it, or a request still unanswered at it. Worth
+    /// retrying later (the processor fails the message and SQS brings it back).
+    #[error("no time left for Stripe's answer before the deadline")]
+    OutOfTime,
+    /// The event names a connected account or context that is not a Stripe id.
+    #[error("the event's account or context is not a Stripe id")]
+    InvalidAccount,
 }
 
 /// One event as Stripe returned it.
@@ -235,6 +314,7 @@ pub struct ApiStats {
 /// Spaces requests evenly: at most one per `interval`, whoever asks. A 429 pauses everyone.
 #[derive(Debug)]
 struct RateLimiter {
+    per_second: f64,
     interval: Duration,
     next: Mutex<Instant>,
 }
@@ -247,24 +327,47 @@ impl RateLimiter {
             Duration::ZERO
         };
         Self {
+            per_second: if interval.is_zero() {
+                f64::INFINITY
+            } else {
+                per_second
+            },
             interval,
             next: Mutex::new(Instant::now()),
         }
     }
 
-    async fn acquire(&self) {
-        let at = {
-            let mut next = self.next.lock().await;
-            let at = (*next).max(Instant::now());
-            *next = at + self.interval;
-            at
-        };
-        tokio::time::sleep_until(at).await;
+    fn per_second(&self) -> f64 {
+        self.per_second
     }
 
-    async fn pause(&self, pause: Duration) {
+    /// Reserves the first free slot at or after `now` and returns its time, unless that is at or
+    /// after `deadline`: then nothing is reserved, so a caller out of time takes no one's slot.
+    async fn reserve(&self, now: Instant, deadline: Option<Instant>) -> Option<Instant> {
         let mut next = self.next.lock().await;
-        *next = (*next).max(Instant::now() + pause);
+        let at = (*next).max(now);
+        if deadline.is_some_and(|deadline| at >= deadline) {
+            return None;
+        }
+        *next = at + self.interval;
+        Some(at)
+    }
+
+    /// Waits for a slot; `false` (at once) if none is free before `deadline`.
+    async fn acquire(&self, deadline: Option<Instant>) -> bool {
+        match self.reserve(Instant::now(), deadline).await {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// No slot before `until` for anyone.
+    async fn pause_until(&self, until: Instant) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(until);
     }
 }
 
@@ -297,7 +400,7 @@ impl StripeApi {
         let http = reqwest::Client::builder()
             .user_agent(concat!("stripe-webhooks/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(StripeApiError::Client)?;
         Ok(Self {
@@ -318,7 +421,12 @@ impl StripeApi {
         limit: u8,
     ) -> Result<EventPage, StripeApiError> {
         let body = self
-            .get("/v1/events", &filter.query(starting_after, limit))
+            .get(
+                "/v1/events",
+                &filter.query(starting_after, limit),
+                OnBehalfOf::Platform,
+                None,
+            )
             .await?;
         let list: ListBody = serde_json::from_slice(&body).map_err(StripeApiError::Malformed)?;
         let events = list
@@ -338,7 +446,9 @@ impl StripeApi {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(StripeApiError::NotFound);
         }
-        let body = self.get(&format!("/v1/events/{id}"), &[]).await?;
+        let body = self
+            .get(&format!("/v1/events/{id}"), &[], OnBehalfOf::Platform, None)
+            .await?;
         RawEvent::parse(serde_json::from_slice(&body).map_err(StripeApiError::Malformed)?)
     }
 
@@ -346,6 +456,17 @@ impl StripeApi {
     /// raw JSON. Only Stripe API paths of plain segments are fetched, so a path from a message can
     /// never point the key at another host.
     pub async fn object(&self, path: &str) -> Result<String, StripeApiError> {
+        self.object_for(path, OnBehalfOf::Platform, None).await
+    }
+
+    /// [`object`](Self::object) of `on_behalf_of`'s account, answered before `deadline` or failed
+    /// with [`StripeApiError::OutOfTime`] by then.
+    pub async fn object_for(
+        &self,
+        path: &str,
+        on_behalf_of: OnBehalfOf<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<String, StripeApiError> {
         let safe = (path.starts_with("/v1/") || path.starts_with("/v2/"))
             && path
                 .bytes()
@@ -354,8 +475,13 @@ impl StripeApi {
         if !safe {
             return Err(StripeApiError::NotFound);
         }
-        let body = self.get(path, &[]).await?;
+        let body = self.get(path, &[], on_behalf_of, deadline).await?;
         String::from_utf8(body).map_err(|_| StripeApiError::NotFound)
+    }
+
+    /// The most requests per second this client sends.
+    pub fn max_rps(&self) -> f64 {
+        self.limiter.per_second()
     }
 
     /// What the client has done so far.
@@ -369,27 +495,53 @@ impl StripeApi {
         }
     }
 
-    async fn get(&self, path: &str, query: &[(String, String)]) -> Result<Vec<u8>, StripeApiError> {
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        on_behalf_of: OnBehalfOf<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, StripeApiError> {
         let url = format!("{}{path}", self.base);
+        let account = on_behalf_of.header()?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.limiter.acquire().await;
+            if !self.limiter.acquire(deadline).await {
+                return Err(StripeApiError::OutOfTime);
+            }
+            // Each attempt ends by the deadline at the latest, so a hung connection cannot take the
+            // caller past it.
+            let timeout = match deadline {
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(StripeApiError::OutOfTime);
+                    }
+                    left.min(REQUEST_TIMEOUT)
+                }
+                None => REQUEST_TIMEOUT,
+            };
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let sent = self
+            let mut request = self
                 .http
                 .get(&url)
                 .query(query)
                 .bearer_auth(&self.key.0)
-                .send()
-                .await;
+                .timeout(timeout);
+            if let Some((name, value)) = &account {
+                request = request.header(*name, value);
+            }
+            let sent = request.send().await;
             let delay = match sent {
                 Ok(response) if response.status().is_success() => {
-                    return response
-                        .bytes()
-                        .await
-                        .map(|b| b.to_vec())
-                        .map_err(StripeApiError::Unreachable);
+                    return response.bytes().await.map(|b| b.to_vec()).map_err(|error| {
+                        if past(deadline, Duration::ZERO) {
+                            StripeApiError::OutOfTime
+                        } else {
+                            StripeApiError::Unreachable(error)
+                        }
+                    });
                 }
                 Ok(response) => {
                     let status = response.status();
@@ -411,9 +563,19 @@ impl StripeApi {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                         // Everyone waits, not just this request: the limit is per account.
-                        self.limiter.pause(delay).await;
+                        self.limiter.pause_until(Instant::now() + delay).await;
                     } else {
                         self.counters.server_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if past(deadline, delay) {
+                        warn!(
+                            status = status.as_u16(),
+                            attempt,
+                            retry_in_ms = delay.as_millis() as u64,
+                            path,
+                            "Stripe API: the retry would pass the deadline; giving up for now"
+                        );
+                        return Err(StripeApiError::OutOfTime);
                     }
                     warn!(
                         status = status.as_u16(),
@@ -424,9 +586,13 @@ impl StripeApi {
                     );
                     delay
                 }
+                Err(_) if past(deadline, Duration::ZERO) => return Err(StripeApiError::OutOfTime),
                 Err(error) if attempt <= self.retry.max_retries && is_transient(&error) => {
                     self.counters.server_errors.fetch_add(1, Ordering::Relaxed);
                     let delay = self.retry.backoff(attempt);
+                    if past(deadline, delay) {
+                        return Err(StripeApiError::OutOfTime);
+                    }
                     warn!(
                         attempt,
                         retry_in_ms = delay.as_millis() as u64,
@@ -444,6 +610,11 @@ impl StripeApi {
             tokio::time::sleep(delay).await;
         }
     }
+}
+
+/// Whether waiting `delay` from now reaches `deadline`.
+fn past(deadline: Option<Instant>, delay: Duration) -> bool {
+    deadline.is_some_and(|deadline| Instant::now() + delay >= deadline)
 }
 
 fn is_transient(error: &reqwest::Error) -> bool {
@@ -556,17 +727,82 @@ mod tests {
         assert!(ApiKey::new("  ").is_none());
     }
 
+    // The limiter is checked on the slots it hands out for a fixed `now`, not by timing requests:
+    // counts, no clock.
     #[tokio::test]
-    async fn requests_are_spaced_by_the_rate_limit_and_a_pause_holds_everyone() {
-        let limiter = RateLimiter::new(50.0);
-        let start = Instant::now();
-        for _ in 0..5 {
-            limiter.acquire().await;
+    async fn the_limiter_hands_out_at_most_its_rate_of_slots_per_second() {
+        let limiter = RateLimiter::new(2.5);
+        let t0 = Instant::now();
+        let mut slots = Vec::new();
+        for _ in 0..10 {
+            slots.push(limiter.reserve(t0, None).await.unwrap());
         }
-        let spaced = start.elapsed();
-        assert!(spaced >= Duration::from_millis(80), "{spaced:?}");
-        limiter.pause(Duration::from_millis(200)).await;
-        limiter.acquire().await;
-        assert!(start.elapsed() >= spaced + Duration::from_millis(200));
+        let in_first_second = slots
+            .iter()
+            .filter(|at| **at < t0 + Duration::from_secs(1))
+            .count();
+        assert_eq!(in_first_second, 3, "slots at 0, 400 and 800 ms");
+        let in_four_seconds = slots
+            .iter()
+            .filter(|at| **at < t0 + Duration::from_secs(4))
+            .count();
+        assert_eq!(in_four_seconds, 10);
+        assert_eq!(slots[9] - slots[0], Duration::from_millis(3600));
+    }
+
+    #[tokio::test]
+    async fn no_slot_is_taken_past_a_deadline_and_a_pause_holds_everyone() {
+        let limiter = RateLimiter::new(2.5);
+        let t0 = Instant::now();
+        let deadline = Some(t0 + Duration::from_secs(2));
+        let granted = {
+            let mut granted = 0;
+            while limiter.reserve(t0, deadline).await.is_some() {
+                granted += 1;
+            }
+            granted
+        };
+        assert_eq!(granted, 5, "0, 0.4, 0.8, 1.2, 1.6 s");
+        // A caller without a deadline still gets the next slot: the refused ones took none.
+        assert_eq!(
+            limiter.reserve(t0, None).await,
+            Some(t0 + Duration::from_secs(2))
+        );
+        limiter.pause_until(t0 + Duration::from_secs(60)).await;
+        assert_eq!(
+            limiter.reserve(t0, None).await,
+            Some(t0 + Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn the_account_limit_follows_the_key_mode() {
+        let limit = |key: &str| ApiKey::new(key).unwrap().account_reads_per_second();
+        assert_eq!(limit("sk_live_abc"), LIVE_MODE_READS_PER_SECOND);
+        assert_eq!(limit("rk_live_abc"), LIVE_MODE_READS_PER_SECOND);
+        assert_eq!(limit("sk_test_abc"), TEST_MODE_READS_PER_SECOND);
+        assert_eq!(limit("rk_test_abc"), TEST_MODE_READS_PER_SECOND);
+        assert_eq!(limit("whatever"), TEST_MODE_READS_PER_SECOND);
+        assert_eq!(ApiKey::new("sk_live_abc").unwrap().livemode(), Some(true));
+        assert_eq!(ApiKey::new("pk_live_abc").unwrap().livemode(), None);
+    }
+
+    #[test]
+    fn connected_accounts_are_sent_as_their_header_and_odd_values_refused() {
+        assert_eq!(OnBehalfOf::Platform.header().unwrap(), None);
+        assert_eq!(
+            OnBehalfOf::Account("acct_1Abc").header().unwrap(),
+            Some(("Stripe-Account", "acct_1Abc".to_owned()))
+        );
+        assert_eq!(
+            OnBehalfOf::Context("acct_1Abc/acct_2Def").header().unwrap(),
+            Some(("Stripe-Context", "acct_1Abc/acct_2Def".to_owned()))
+        );
+        for bad in ["", "acct_1\r\nX-Evil: 1", "acct 1"] {
+            assert!(matches!(
+                OnBehalfOf::Account(bad).header(),
+                Err(StripeApiError::InvalidAccount)
+            ));
+        }
     }
 }

@@ -121,6 +121,32 @@ impl Metrics {
     pub fn record(&self, outcome: Outcome, latency_ms: u64) {
         println!("{}", self.document(outcome, latency_ms));
     }
+
+    /// The EMF document for one notification a channel refused for good: `MisconfiguredChannel`
+    /// (count) by function and channel name, apart from the outcomes, so it can be alarmed on alone.
+    pub fn misconfigured_channel_document(&self, channel: &str) -> serde_json::Value {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": timestamp,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [["Function"], ["Function", "Channel"]],
+                    "Metrics": [{"Name": "MisconfiguredChannel", "Unit": "Count"}]
+                }]
+            },
+            "Function": self.function,
+            "Channel": channel,
+            "MisconfiguredChannel": 1,
+        })
+    }
+
+    /// Writes [`misconfigured_channel_document`](Self::misconfigured_channel_document) to stdout.
+    pub fn record_misconfigured_channel(&self, channel: &str) {
+        println!("{}", self.misconfigured_channel_document(channel));
+    }
 }
 
 /// An error and its sources on one line, for logs (SDK errors keep the useful part in their sources).
@@ -152,5 +178,20 @@ mod tests {
             assert!(doc[dimension.as_str().unwrap()].is_string());
         }
         assert_eq!(doc["Outcome"], "in_flight");
+    }
+
+    #[test]
+    fn a_misconfigured_channel_is_its_own_metric_by_channel_name() {
+        let doc = Metrics::new("Ns", "processor").misconfigured_channel_document("support");
+        let declared = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Metrics"][0]["Name"], "MisconfiguredChannel");
+        assert_eq!(doc["MisconfiguredChannel"], 1);
+        assert_eq!(doc["Channel"], "support");
+        assert!(doc.get("Outcome").is_none(), "not one of the outcomes");
+        for set in declared["Dimensions"].as_array().unwrap() {
+            for dimension in set.as_array().unwrap() {
+                assert!(doc[dimension.as_str().unwrap()].is_string());
+            }
+        }
     }
 }

@@ -380,14 +380,31 @@ pub async fn processor_app_with_stripe(
 
 /// Runs one batch through the processor's `handle`; returns the ids it reported failed.
 pub async fn process_batch(app: &ProcessorApp, messages: Vec<SqsMessage>) -> Vec<String> {
+    process_batch_in(app, messages, lambda_runtime::Context::default()).await
+}
+
+/// The invocation context Lambda gives an invocation that must end `secs` from now.
+pub fn context_ending_in(secs: u64) -> lambda_runtime::Context {
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(secs);
+    let mut context = lambda_runtime::Context::default();
+    context.deadline = deadline
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    context
+}
+
+/// [`process_batch`] in a given invocation context (its deadline).
+pub async fn process_batch_in(
+    app: &ProcessorApp,
+    messages: Vec<SqsMessage>,
+    context: lambda_runtime::Context,
+) -> Vec<String> {
     let mut batch = aws_lambda_events::event::sqs::SqsEvent::default();
     batch.records = messages;
-    let response = processor::handler::handle(
-        app,
-        lambda_runtime::LambdaEvent::new(batch, lambda_runtime::Context::default()),
-    )
-    .await
-    .expect("the batch handler never fails as a whole");
+    let response =
+        processor::handler::handle(app, lambda_runtime::LambdaEvent::new(batch, context))
+            .await
+            .expect("the batch handler never fails as a whole");
     response
         .batch_item_failures
         .into_iter()
@@ -468,6 +485,18 @@ pub async fn stub_server<F>(respond: F) -> String
 where
     F: Fn(&str, &str, String) -> (u16, String) + Send + Sync + 'static,
 {
+    stub_server_with_headers(move |method, path, body| {
+        let (code, reply) = respond(method, path, body);
+        (code, Vec::new(), reply)
+    })
+    .await
+}
+
+/// [`stub_server`] whose answers carry headers too (`Retry-After`).
+pub async fn stub_server_with_headers<F>(respond: F) -> String
+where
+    F: Fn(&str, &str, String) -> (u16, Vec<(String, String)>, String) + Send + Sync + 'static,
+{
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -512,9 +541,13 @@ where
                 let mut request_line = head.lines().next().unwrap_or_default().split(' ');
                 let method = request_line.next().unwrap_or_default().to_owned();
                 let path = request_line.next().unwrap_or_default().to_owned();
-                let (code, reply) = respond(&method, &path, body);
+                let (code, headers, reply) = respond(&method, &path, body);
+                let headers: String = headers
+                    .iter()
+                    .map(|(name, value)| format!("{name}: {value}\r\n"))
+                    .collect();
                 let response = format!(
-                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+                    "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{reply}",
                     reply.len()
                 );
                 let _ = socket.write_all(response.as_bytes()).await;
@@ -525,36 +558,90 @@ where
 }
 
 /// A stand-in for a Slack incoming webhook: records each message it accepts, answers with a status
-/// the test sets (500 to play "Slack is down").
+/// the test sets (500 to play "Slack is down"), or with scripted answers first (a 429 with
+/// `Retry-After`, Slack's `channel_not_found`...).
 pub struct SlackSink {
     pub url: String,
     received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<SlackAnswer>>>,
+    posts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One scripted answer of a [`SlackSink`].
+#[derive(Debug, Clone)]
+pub struct SlackAnswer {
+    pub status: u16,
+    pub retry_after_secs: Option<u64>,
+    pub body: &'static str,
 }
 
 impl SlackSink {
     pub async fn start() -> Self {
-        use std::sync::{atomic::AtomicU16, Arc, Mutex};
+        use std::sync::{
+            atomic::{AtomicU16, AtomicUsize},
+            Arc, Mutex,
+        };
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let (r, s) = (received.clone(), status.clone());
-        let base = stub_server(move |_, _, body| {
-            let code = s.load(std::sync::atomic::Ordering::SeqCst);
+        let script = Arc::new(Mutex::new(std::collections::VecDeque::<SlackAnswer>::new()));
+        let posts = Arc::new(AtomicUsize::new(0));
+        let (r, s, q, p) = (
+            received.clone(),
+            status.clone(),
+            script.clone(),
+            posts.clone(),
+        );
+        let base = stub_server_with_headers(move |_, _, body| {
+            p.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let scripted = q.lock().expect("script").pop_front();
+            let (code, headers, reply) = match scripted {
+                Some(answer) => (
+                    answer.status,
+                    answer
+                        .retry_after_secs
+                        .map(|secs| vec![("Retry-After".to_owned(), secs.to_string())])
+                        .unwrap_or_default(),
+                    answer.body.to_owned(),
+                ),
+                None => (
+                    s.load(std::sync::atomic::Ordering::SeqCst),
+                    Vec::new(),
+                    "ok".to_owned(),
+                ),
+            };
             if code == 200 {
                 r.lock().expect("sink").push(body);
             }
-            (code, "ok".to_owned())
+            (code, headers, reply)
         })
         .await;
         Self {
             url: format!("{base}/services/T000/B000/XXXX"),
             received,
             status,
+            script,
+            posts,
         }
     }
 
     pub fn set_status(&self, code: u16) {
         self.status.store(code, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Answers the next post with `answer` (before falling back to the status set).
+    pub fn answer_next(&self, answer: SlackAnswer) {
+        self.script.lock().expect("script").push_back(answer);
+    }
+
+    /// Forgets the messages accepted so far.
+    pub fn received_clear(&self) {
+        self.received.lock().expect("sink").clear();
+    }
+
+    /// Every post received, whatever was answered.
+    pub fn posts(&self) -> usize {
+        self.posts.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The `text` of every message accepted so far.

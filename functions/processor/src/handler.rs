@@ -6,24 +6,29 @@
 //! `FunctionResponseTypes: [ReportBatchItemFailures]` on the event source mapping (set in
 //! `template.yaml`); without it the response is ignored and a failure retries the whole batch.
 //! Nothing is acknowledged that was not applied: a message succeeds only once its changes committed
-//! (now or by an earlier delivery) and its notifications were sent (now or before).
+//! (now or by an earlier delivery) and its notifications were sent (now or before) — or a channel
+//! refused one for good (a configuration error, logged and counted: retrying cannot fix it).
+//!
+//! Stripe API fetches are bounded by the invocation's deadline ([`fetch_deadline`]): a fetch that
+//! cannot finish in time fails its own message, which SQS retries, instead of the whole invocation
+//! timing out and SQS redelivering messages already done.
 
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
-    billing::{Applied, BillingError, BillingStore, NotifyClaim},
+    billing::{Applied, AttributesExt, BillingError, BillingStore, Key, NotifyClaim},
     dedup::{DedupError, DedupStore},
     delivery::{parse_delivery, Delivery},
-    event::{EventError, StripeEvent},
+    event::{EventError, EventType, StripeEvent},
     feed::FeedRecord,
     handlers::{self, HandlerError, Notification},
     notify::{About, Channel, NotifyError, Router},
     queue::{attribute, MessageBody, QueueError, QueueMessage},
     signature::unix_now,
-    stripe_api::{StripeApi, StripeApiError},
+    stripe_api::{OnBehalfOf, StripeApi, StripeApiError},
     telemetry::{error_chain, Metrics, Outcome},
 };
 use tracing::{error, info, warn, Instrument};
@@ -98,6 +103,7 @@ impl ProcessError {
             Self::NotificationInFlight => "notification_in_flight",
             Self::NotificationUnrecorded(_) => "notification_unrecorded",
             Self::ThinEventNotFetched(_) => "thin_event_not_fetched",
+            Self::Fetch(StripeApiError::OutOfTime) => "stripe_api_out_of_time",
             Self::Fetch(_) => "stripe_api_unavailable",
         }
     }
@@ -108,11 +114,12 @@ pub async fn handle<S: DedupStore, B: BillingStore>(
     app: &App<S, B>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
+    let deadline = fetch_deadline(event.context.deadline, SystemTime::now());
     let results = join_all(event.payload.records.iter().map(|message| {
         let message_id = message.message_id.clone().unwrap_or_default();
         let event_id = message_attribute(message, attribute::EVENT_ID).unwrap_or("");
         let span = tracing::info_span!("message", message_id = %message_id, event_id = %event_id);
-        async move { (message_id, process(app, message).await) }.instrument(span)
+        async move { (message_id, process(app, message, deadline).await) }.instrument(span)
     }))
     .await;
     let mut response = SqsBatchResponse::default();
@@ -126,12 +133,30 @@ pub async fn handle<S: DedupStore, B: BillingStore>(
     Ok(response)
 }
 
+/// The share of an invocation's time left that Stripe fetches may use; the rest is kept for applying
+/// the events and sending their notifications after them (a DynamoDB transaction, up to 5 s per Slack
+/// post), so a slow fetch never times the invocation out: 20 s of the template's 30 s timeout.
+const FETCH_SHARE_OF_TIME_LEFT: f64 = 2.0 / 3.0;
+
+/// When the batch's Stripe fetches must be done: [`FETCH_SHARE_OF_TIME_LEFT`] of the time until
+/// `deadline_ms` (the invocation's deadline, unix milliseconds, from the Lambda context). `None` when
+/// no deadline is known (0: `Context::default()`, as the local poller and unit tests pass it).
+pub fn fetch_deadline(deadline_ms: u64, now: SystemTime) -> Option<tokio::time::Instant> {
+    if deadline_ms == 0 {
+        return None;
+    }
+    let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
+    let left = deadline.duration_since(now).unwrap_or_default();
+    Some(tokio::time::Instant::now() + left.mul_f64(FETCH_SHARE_OF_TIME_LEFT))
+}
+
 async fn process<S: DedupStore, B: BillingStore>(
     app: &App<S, B>,
     message: &SqsMessage,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<(), ProcessError> {
     let started = Instant::now();
-    let result = apply(app, message).await;
+    let result = apply(app, message, deadline).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     match &result {
         Ok(done) => {
@@ -173,8 +198,22 @@ struct Done {
 async fn apply<S: DedupStore, B: BillingStore>(
     app: &App<S, B>,
     message: &SqsMessage,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Done, ProcessError> {
-    let event = read_event(app, message).await?;
+    let event = match read_event(app, message, deadline).await? {
+        Read::Event(event) => event,
+        Read::AppliedBefore { id, event_type } => {
+            count_duplicate(app, message, &id, unix_now() as i64).await;
+            return Ok(Done {
+                handled: !matches!(EventType::from(event_type.as_str()), EventType::Other(_)),
+                event_id: id,
+                event_type,
+                reason: "applied_before",
+                skipped: Vec::new(),
+                notified: 0,
+            });
+        }
+    };
     let mut done = Done {
         event_id: event.id.clone(),
         event_type: event.event_type.to_string(),
@@ -212,13 +251,7 @@ async fn apply<S: DedupStore, B: BillingStore>(
         }
         Applied::Before => {
             done.reason = "applied_before";
-            // The first receive of an event already applied is a duplicate (both ingresses on, or a
-            // copy that raced past the receiver); a retried message is not one.
-            if receive_count(message).parse::<u32>().unwrap_or(1) <= 1 {
-                if let Err(err) = app.bodies.count_duplicate(now as u64).await {
-                    warn!(event_id = %event.id, error = %error_chain(&err), "duplicate not counted");
-                }
-            }
+            count_duplicate(app, message, &event.id, now).await;
         }
     }
     if !done.handled {
@@ -237,6 +270,14 @@ async fn apply<S: DedupStore, B: BillingStore>(
             match notify(app, &event, notification, name, channel, now).await {
                 Ok(true) => done.notified += 1,
                 Ok(false) => {}
+                // The channel refused it for good (a Slack webhook revoked, removed, archived): no
+                // retry can deliver it, and failing the message would only walk the money event
+                // into the DLQ. Its claim was given up, so a replay sends it once the channel is
+                // fixed.
+                Err(ProcessError::Notify(err)) if err.is_permanent() => {
+                    error!(event_id = %event.id, channel = name, kind = channel.kind(), reason = "notification_misconfigured", error = %error_chain(&err), "notification refused for good: fix the channel; not retried");
+                    app.metrics.record_misconfigured_channel(name);
+                }
                 Err(err) => {
                     warn!(event_id = %event.id, channel = name, kind = channel.kind(), error = %error_chain(&err), "notification failed; the message will be retried");
                     failed.get_or_insert(err);
@@ -247,6 +288,22 @@ async fn apply<S: DedupStore, B: BillingStore>(
     match failed {
         Some(err) => Err(err),
         None => Ok(done),
+    }
+}
+
+/// Counts a delivery of an event already applied for the console, if it is the message's first receive:
+/// that is a duplicate (both ingresses on, or a copy that raced past the receiver); a retried message
+/// is not one.
+async fn count_duplicate<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    message: &SqsMessage,
+    event_id: &str,
+    now: i64,
+) {
+    if receive_count(message).parse::<u32>().unwrap_or(1) <= 1 {
+        if let Err(err) = app.bodies.count_duplicate(now as u64).await {
+            warn!(event_id = %event_id, error = %error_chain(&err), "duplicate not counted");
+        }
     }
 }
 
@@ -292,10 +349,24 @@ async fn notify<S: DedupStore, B: BillingStore>(
     Ok(true)
 }
 
+/// What reading a message gave.
+enum Read {
+    /// The event, ready for its handler.
+    Event(StripeEvent),
+    /// A thin event applied before, with nothing left to send: not fetched at all.
+    AppliedBefore {
+        /// `evt_…`
+        id: String,
+        /// Its type (without the `v1.` prefix).
+        event_type: String,
+    },
+}
+
 async fn read_event<S: DedupStore, B: BillingStore>(
     app: &App<S, B>,
     message: &SqsMessage,
-) -> Result<StripeEvent, ProcessError> {
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Read, ProcessError> {
     let body = message.body.as_deref().ok_or(ProcessError::EmptyMessage)?;
     let location = message_attribute(message, attribute::BODY_LOCATION);
     let bytes = match QueueMessage::parse_body(body, location)? {
@@ -304,8 +375,8 @@ async fn read_event<S: DedupStore, B: BillingStore>(
     };
     match parse_delivery(&bytes)? {
         Delivery::Snapshot { event, .. } => match &app.stripe {
-            Some(stripe) => refetch(stripe, event).await,
-            None => Ok(event),
+            Some(stripe) => Ok(Read::Event(refetch(app, stripe, event, deadline).await?)),
+            None => Ok(Read::Event(event)),
         },
         Delivery::Thin { event, .. } => {
             let Some(stripe) = &app.stripe else {
@@ -314,16 +385,71 @@ async fn read_event<S: DedupStore, B: BillingStore>(
             let Some(related) = &event.related_object else {
                 return Err(ProcessError::ThinEventNotFetched(event.id));
             };
-            let object = stripe.object(&related.url).await?;
-            Ok(event.into_snapshot(object)?)
+            let event_type = event
+                .event_type
+                .strip_prefix("v1.")
+                .unwrap_or(&event.event_type);
+            if applied_and_notified(app, &event.id, event_type).await? {
+                return Ok(Read::AppliedBefore {
+                    id: event.id.clone(),
+                    event_type: event_type.to_owned(),
+                });
+            }
+            let on_behalf_of = event
+                .context
+                .as_deref()
+                .map_or(OnBehalfOf::Platform, OnBehalfOf::Context);
+            let object = stripe
+                .object_for(&related.url, on_behalf_of, deadline)
+                .await?;
+            Ok(Read::Event(event.into_snapshot(object)?))
         }
     }
+}
+
+/// Whether the event's marker exists and every channel its type is routed to has recorded its
+/// notification as sent: then a redelivery has nothing to do that a fetch could serve. (One query:
+/// the marker and the notification records share the event's partition.)
+async fn applied_and_notified<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    event_id: &str,
+    event_type: &str,
+) -> Result<bool, BillingError> {
+    let marker = Key::event_marker(event_id);
+    let items = app.billing.query(&marker.pk).await?;
+    if !items.iter().any(|(sk, _)| *sk == marker.sk) {
+        return Ok(false);
+    }
+    if !handlers::NOTIFYING.contains(&event_type) {
+        return Ok(true);
+    }
+    let sent = |channel: &str| {
+        // Records are keyed `<channel>.<audience>`.
+        let prefix = Key::notification(event_id, &format!("{channel}.")).sk;
+        items
+            .iter()
+            .any(|(sk, item)| sk.starts_with(&prefix) && item.s("status") == Some("sent"))
+    };
+    Ok(app
+        .notify
+        .channels_for(event_type)
+        .iter()
+        .all(|(name, _)| sent(name)))
 }
 
 /// Refetch mode: the objects whose state depends on delivery order (subscriptions, invoices) are read
 /// from Stripe as they are now, so a handler never writes a stale snapshot even when events arrive
 /// out of order. The event's own version still orders the write.
-async fn refetch(stripe: &StripeApi, mut event: StripeEvent) -> Result<StripeEvent, ProcessError> {
+///
+/// An event whose marker exists is not re-fetched: the marker refuses its changes, so Stripe's current
+/// object would go unused (any notification still unsent reads the delivered snapshot). A connected
+/// account's event (`account`) is fetched from that account (`Stripe-Account`).
+async fn refetch<S: DedupStore, B: BillingStore>(
+    app: &App<S, B>,
+    stripe: &StripeApi,
+    mut event: StripeEvent,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<StripeEvent, ProcessError> {
     use stripe_pipeline::event::EventType::*;
     let kind = match event.event_type {
         CustomerSubscriptionCreated | CustomerSubscriptionUpdated | CustomerSubscriptionDeleted => {
@@ -339,7 +465,21 @@ async fn refetch(stripe: &StripeApi, mut event: StripeEvent) -> Result<StripeEve
         id: String,
     }
     let Id { id } = event.object()?;
-    let current = stripe.object(&format!("/v1/{kind}/{id}")).await?;
+    if app
+        .billing
+        .get(&Key::event_marker(&event.id))
+        .await?
+        .is_some()
+    {
+        return Ok(event);
+    }
+    let on_behalf_of = event
+        .account
+        .as_deref()
+        .map_or(OnBehalfOf::Platform, OnBehalfOf::Account);
+    let current = stripe
+        .object_for(&format!("/v1/{kind}/{id}"), on_behalf_of, deadline)
+        .await?;
     event.data.object =
         serde_json::value::RawValue::from_string(current).map_err(EventError::NotAnEvent)?;
     Ok(event)
@@ -423,6 +563,23 @@ mod tests {
             .into_iter()
             .map(|f| f.item_identifier)
             .collect()
+    }
+
+    #[test]
+    fn fetches_get_two_thirds_of_the_time_the_invocation_has_left() {
+        let now = SystemTime::now();
+        assert!(fetch_deadline(0, now).is_none(), "no deadline known");
+        let in_30s = (now + Duration::from_secs(30))
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let before = tokio::time::Instant::now();
+        let deadline = fetch_deadline(in_30s, now).unwrap();
+        let after = tokio::time::Instant::now();
+        assert!(deadline >= before + Duration::from_millis(19_990));
+        assert!(deadline <= after + Duration::from_secs(20));
+        // Already past: the deadline is now, so every fetch fails at once.
+        assert!(fetch_deadline(1, now).unwrap() <= tokio::time::Instant::now());
     }
 
     #[tokio::test]
@@ -542,7 +699,9 @@ mod tests {
             include_str!("../../../tests/fixtures/stripe/events/invoice.payment_failed.json");
 
         // Slack took it, then the mark failed: the message fails, and says why.
-        let err = process(&app, &message("m1", body, None)).await.unwrap_err();
+        let err = process(&app, &message("m1", body, None), None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, ProcessError::NotificationUnrecorded(_)),
             "{err:?}"

@@ -14,9 +14,17 @@ use stripe_pipeline::{
 
 use crate::handler::App;
 
-/// Stripe's read limit is shared by the whole account (25/s in test mode); the processor takes part of
-/// it so a burst of events cannot starve the rest of the integration.
-pub const STRIPE_READS_PER_SECOND: f64 = 10.0;
+/// The part of the account's Stripe read limit the processor takes, all instances together. The limit
+/// is per account, shared by every client of every key (the dashboard, the CLI's backfill at
+/// 10 requests/s, your application), and a 429 costs a message its budget; half leaves them room.
+pub const STRIPE_LIMIT_SHARE: f64 = 0.5;
+
+/// Requests per second one processor instance may send: its share of the account's limit. Instances
+/// do not talk to each other, so each assumes all `max_instances` are busy at once; with the defaults
+/// that is 25 × 0.5 / 5 = 2.5/s in test mode and 10/s in live mode, each instance's batch sharing it.
+pub fn stripe_reads_per_second(account_rps: f64, max_instances: u32) -> f64 {
+    account_rps * STRIPE_LIMIT_SHARE / f64::from(max_instances.max(1))
+}
 
 /// The processor as deployed: DynamoDB stores, Slack and Stripe's API when configured.
 pub type DeployedApp = App<DynamoDedupStore, DynamoBillingStore>;
@@ -59,12 +67,18 @@ pub async fn app_from(
     let ses = routes.has_email().then(|| aws_sdk_sesv2::Client::new(aws));
     let notify = Router::new(routes, ses, email_from)?;
     let stripe = match secrets::resolve_optional(&config.stripe_api_key, aws).await? {
-        Some(key) => Some(StripeApi::new(
-            &config.stripe_api_base,
-            ApiKey::new(key).ok_or(InitError::EmptyApiKey)?,
-            STRIPE_READS_PER_SECOND,
-            RetryPolicy::default(),
-        )?),
+        Some(key) => {
+            let key = ApiKey::new(key).ok_or(InitError::EmptyApiKey)?;
+            let account_rps = config
+                .stripe_account_rps
+                .unwrap_or_else(|| key.account_reads_per_second());
+            Some(StripeApi::new(
+                &config.stripe_api_base,
+                key,
+                stripe_reads_per_second(account_rps, config.max_concurrency),
+                RetryPolicy::default(),
+            )?)
+        }
         None => None,
     };
     Ok(App {

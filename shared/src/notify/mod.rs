@@ -25,12 +25,34 @@ pub enum NotifyError {
     /// The request failed (connection, timeout).
     #[error("slack webhook unreachable")]
     Unreachable(#[source] reqwest::Error),
-    /// Slack answered with an error status.
+    /// Slack answered with an error status worth retrying (5xx, 408).
     #[error("slack webhook answered {0}")]
     Rejected(u16),
+    /// Slack asked to slow down for longer than a send may wait: the retried message sends it.
+    #[error("slack webhook rate limited for {retry_after_secs} s")]
+    RateLimited {
+        /// Slack's `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// Slack refused the webhook for good (403 revoked or disallowed, 404 removed, 410 archived,
+    /// another 4xx): a configuration error that no retry fixes.
+    #[error("slack webhook refused for good ({status} {code}): check the channel's webhook URL")]
+    Misconfigured {
+        /// HTTP status.
+        status: u16,
+        /// Slack's error code (`channel_not_found`, `invalid_token`…), never the URL.
+        code: String,
+    },
     /// SES refused or could not be reached.
     #[error("SES SendEmail failed")]
     Email(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl NotifyError {
+    /// Whether retrying cannot help: the channel is misconfigured.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Misconfigured { .. })
+    }
 }
 
 /// Where a notification goes.
