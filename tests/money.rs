@@ -401,8 +401,9 @@ async fn a_stale_renewal_failure_is_not_news_and_a_full_refund_unpays_the_order(
     assert!(record.refunded);
 }
 
-#[tokio::test]
-async fn a_thin_copy_and_its_snapshot_event_make_one_effect_and_one_message() {
+/// One run of the migration case: `carried` says whether the thin notification names its snapshot
+/// event itself, or only the whole v2 event (retrieved from Stripe) does.
+async fn thin_and_snapshot_copies(carried: bool) {
     let resources = Resources::create();
     let slack = SlackSink::start().await;
     let t = tag();
@@ -418,30 +419,36 @@ async fn a_thin_copy_and_its_snapshot_event_make_one_effect_and_one_message() {
         },
     );
     let snapshot_json: Value = serde_json::from_slice(&snapshot).unwrap();
-    // GIVEN Stripe's API serving the payment, and an endpoint mid-migration receiving both copies
+    // GIVEN Stripe's API serving the payment and the whole thin event, and an endpoint mid-migration
+    // receiving both copies
     let stripe = stripe_webhooks::fake_stripe::FakeStripe::start(vec![], FAKE_STRIPE_KEY)
         .await
         .expect("fake Stripe");
     let path = format!("/v1/payment_intents/{payment}");
     stripe.put_object(&path, snapshot_json["data"]["object"].clone());
-    let app = processor_app_with_stripe(&resources, Some(&slack.url), Some(&stripe.base_url)).await;
-    let thin = serde_json::to_vec(&json!({
+    let mut thin = json!({
         "id": thin_id,
         "object": "v2.core.event",
         "type": "v1.payment_intent.succeeded",
         "livemode": false,
         "created": "2027-01-15T08:00:00.000Z",
-        "snapshot_event": snapshot_id,
         "related_object": {"id": payment, "type": "payment_intent", "url": path},
-    }))
-    .unwrap();
+    });
+    let mut whole = thin.clone();
+    whole["snapshot_event"] = json!(snapshot_id);
+    stripe.put_object(&format!("/v2/core/events/{thin_id}"), whole);
+    if carried {
+        thin["snapshot_event"] = json!(snapshot_id);
+    }
+    let thin = serde_json::to_vec(&thin).unwrap();
+    let app = processor_app_with_stripe(&resources, Some(&slack.url), Some(&stripe.base_url)).await;
     // WHEN the thin copy arrives first, then the snapshot, then the thin copy again
     assert!(process_each(&app, &[thin.clone(), snapshot, thin])
         .await
         .is_empty());
     // THEN one message and one marker, the snapshot's
     let texts = slack.texts();
-    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert_eq!(texts.len(), 1, "carried {carried}: {texts:?}");
     assert!(texts[0].contains(&payment));
     let marker = |id: String| {
         let billing = &app.billing;
@@ -452,4 +459,25 @@ async fn a_thin_copy_and_its_snapshot_event_make_one_effect_and_one_message() {
     assert!(billing::order_paid(&app.billing, &format!("order_thin{t}"))
         .await
         .unwrap());
+    // The whole event is read only when the notification does not name the snapshot.
+    let lookups = stripe
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/core/events/"))
+        .count();
+    assert_eq!(
+        lookups > 0,
+        !carried,
+        "carried {carried}: {lookups} lookups"
+    );
+}
+
+#[tokio::test]
+async fn a_thin_copy_and_its_snapshot_event_make_one_effect_and_one_message() {
+    thin_and_snapshot_copies(true).await;
+}
+
+#[tokio::test]
+async fn a_thin_copy_that_names_its_snapshot_only_in_the_whole_event_is_still_one_event() {
+    thin_and_snapshot_copies(false).await;
 }

@@ -378,32 +378,65 @@ async fn read_event<S: DedupStore, B: BillingStore>(
             Some(stripe) => Ok(Read::Event(refetch(app, stripe, event, deadline).await?)),
             None => Ok(Read::Event(event)),
         },
-        Delivery::Thin { event, .. } => {
+        Delivery::Thin { mut event, .. } => {
             let Some(stripe) = &app.stripe else {
                 return Err(ProcessError::ThinEventNotFetched(event.id));
             };
-            let Some(related) = &event.related_object else {
+            if event.related_object.is_none() {
                 return Err(ProcessError::ThinEventNotFetched(event.id));
-            };
+            }
+            let context = event.context.clone();
+            let on_behalf_of = context
+                .as_deref()
+                .map_or(OnBehalfOf::Platform, OnBehalfOf::Context);
+            if event.snapshot_event.is_none() && event.event_type.starts_with("v1.") {
+                event.snapshot_event =
+                    snapshot_event_of(stripe, &event.id, on_behalf_of, deadline).await?;
+            }
             let event_type = event
                 .event_type
                 .strip_prefix("v1.")
                 .unwrap_or(&event.event_type);
-            if applied_and_notified(app, &event.id, event_type).await? {
+            if applied_and_notified(app, event.effect_id(), event_type).await? {
                 return Ok(Read::AppliedBefore {
-                    id: event.id.clone(),
+                    id: event.effect_id().to_owned(),
                     event_type: event_type.to_owned(),
                 });
             }
-            let on_behalf_of = event
-                .context
-                .as_deref()
-                .map_or(OnBehalfOf::Platform, OnBehalfOf::Context);
+            let Some(related) = &event.related_object else {
+                return Err(ProcessError::ThinEventNotFetched(event.id));
+            };
             let object = stripe
                 .object_for(&related.url, on_behalf_of, deadline)
                 .await?;
             Ok(Read::Event(event.into_snapshot(object)?))
         }
+    }
+}
+
+/// The snapshot event a thin event of a v1 type mirrors, read from the whole v2 event when the
+/// notification did not carry it: Stripe names it there (`snapshot_event`), and while an endpoint
+/// migrates both copies arrive, so both must be recorded under that one id. `None` when the thin event
+/// mirrors no snapshot event (or Stripe no longer has it: events are kept 30 days).
+async fn snapshot_event_of(
+    stripe: &StripeApi,
+    thin_id: &str,
+    on_behalf_of: OnBehalfOf<'_>,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Option<String>, ProcessError> {
+    #[derive(serde::Deserialize)]
+    struct WholeEvent {
+        #[serde(default)]
+        snapshot_event: Option<String>,
+    }
+    let path = format!("/v2/core/events/{thin_id}");
+    match stripe.object_for(&path, on_behalf_of, deadline).await {
+        Ok(body) => Ok(serde_json::from_str::<WholeEvent>(&body)
+            .map_err(EventError::NotAnEvent)?
+            .snapshot_event
+            .filter(|id| !id.is_empty())),
+        Err(StripeApiError::NotFound) => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 
