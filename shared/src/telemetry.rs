@@ -95,9 +95,7 @@ impl Metrics {
 
     /// The EMF document for one outcome: a count of 1 and the latency, by function and outcome.
     pub fn document(&self, outcome: Outcome, latency_ms: u64) -> serde_json::Value {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let timestamp = now_millis();
         serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp,
@@ -125,9 +123,7 @@ impl Metrics {
     /// The EMF document for one notification a channel refused for good: `MisconfiguredChannel`
     /// (count) by function and channel name, apart from the outcomes, so it can be alarmed on alone.
     pub fn misconfigured_channel_document(&self, channel: &str) -> serde_json::Value {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let timestamp = now_millis();
         serde_json::json!({
             "_aws": {
                 "Timestamp": timestamp,
@@ -159,6 +155,13 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// EMF's `Timestamp`: milliseconds since the epoch (0 if the clock is before it).
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
