@@ -1749,3 +1749,24 @@ async fn emulator_creates_the_rule_dead_letter_queue_only_with_the_ingress_on() 
     resources_py("delete", &off_prefix, &[]);
     resources_py("delete", &on_prefix, &[param]);
 }
+
+/// The receiver's cold-start checks (config.rs) assume the template's numbers: the function's timeout,
+/// which every claim lease must outlast, and the dedup memory's bounds, so a stack parameter the
+/// template accepts never makes the function refuse to start, and none it would refuse is accepted.
+#[test]
+fn the_receivers_cold_start_limits_match_the_template() {
+    let template = Template::load();
+    assert_eq!(
+        template.number(template.function_setting("ReceiverFunction", "Timeout")),
+        config::RECEIVER_TIMEOUT_SECS
+    );
+    let ttl = &template.root["Parameters"]["DedupTtlSecs"];
+    assert_eq!(
+        template.number(&ttl["MinValue"]),
+        config::MIN_DEDUP_TTL_SECS
+    );
+    assert_eq!(
+        template.number(&ttl["MaxValue"]),
+        config::MAX_DEDUP_TTL_SECS
+    );
+}

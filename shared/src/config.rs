@@ -8,7 +8,10 @@
 
 use std::{str::FromStr, time::Duration};
 
-use crate::signature::{SigningSecret, DEFAULT_TOLERANCE_SECS};
+use crate::{
+    dedup::MAX_STASHED_BODY_BYTES,
+    signature::{SigningSecret, DEFAULT_TOLERANCE_SECS},
+};
 
 /// Comma-separated signing secrets, for local runs and tests.
 pub const STRIPE_WEBHOOK_SECRET: &str = "STRIPE_WEBHOOK_SECRET";
@@ -74,6 +77,15 @@ pub const DEFAULT_EVENT_MARKER_RETENTION_SECS: u64 = 90 * 24 * 3600;
 /// Longer than a receiver invocation can take (its timeout is 10 s), short enough that a delivery whose
 /// enqueue died with the process is retried well within Stripe's first retry.
 pub const DEFAULT_DEDUP_LEASE_SECS: u64 = 30;
+/// Stripe retries a delivery for up to 3 days: a shorter dedup memory would let a late retry of an
+/// event already taken in as new.
+pub const MIN_DEDUP_TTL_SECS: u64 = 3 * 24 * 3600;
+/// Ten years: far beyond any resend, and far below what an expiry timestamp (`now + ttl`) can hold.
+pub const MAX_DEDUP_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+/// The receiver function's `Timeout` in `template.yaml` (a template test keeps the two equal). A claim's
+/// lease must outlast the invocation holding it, or a retry could claim the event while the first
+/// invocation is still enqueueing it.
+pub const RECEIVER_TIMEOUT_SECS: u64 = 10;
 /// 1 MiB: Stripe events are a few KB to a few hundred KB; API Gateway would take up to 10 MB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// SQS's classic limit (256 KiB). Queues now take 1 MiB, but emulators and older queues do not.
@@ -264,12 +276,27 @@ impl ReceiverConfig {
                 })
             }
         };
+        // Settings that would quietly defeat the delivery guarantees are refused here, at cold start,
+        // where a deploy fails loudly, rather than discovered as a lost or doubled event.
         let dedup_lease = env.parse(DEDUP_LEASE_SECS, DEFAULT_DEDUP_LEASE_SECS)?;
         let dedup_ttl = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
-        if dedup_lease == 0 || dedup_ttl <= dedup_lease {
+        if !(MIN_DEDUP_TTL_SECS..=MAX_DEDUP_TTL_SECS).contains(&dedup_ttl) {
             return Err(ConfigError::Invalid {
                 var: DEDUP_TTL_SECS,
-                reason: "the TTL must be longer than the lease, and the lease at least 1",
+                reason: "must be at least 259200 (Stripe retries for 3 days) and at most 10 years",
+            });
+        }
+        if dedup_lease <= RECEIVER_TIMEOUT_SECS || dedup_lease >= dedup_ttl {
+            return Err(ConfigError::Invalid {
+                var: DEDUP_LEASE_SECS,
+                reason: "must be longer than the receiver's 10 s timeout and shorter than DEDUP_TTL_SECS",
+            });
+        }
+        let max_body_bytes = env.parse(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)?;
+        if max_body_bytes == 0 || max_body_bytes > MAX_STASHED_BODY_BYTES {
+            return Err(ConfigError::Invalid {
+                var: MAX_BODY_BYTES,
+                reason: "must be 1 to 3145728: a larger body could be accepted but never stashed",
             });
         }
         Ok(Self {
@@ -281,7 +308,7 @@ impl ReceiverConfig {
             dedup_ttl: Duration::from_secs(dedup_ttl),
             dedup_lease: Duration::from_secs(dedup_lease),
             event_queue_url: env.require(EVENT_QUEUE_URL)?,
-            max_body_bytes: env.parse(MAX_BODY_BYTES, DEFAULT_MAX_BODY_BYTES)?,
+            max_body_bytes,
             sqs_max_message_bytes: env
                 .parse(SQS_MAX_MESSAGE_BYTES, DEFAULT_SQS_MAX_MESSAGE_BYTES)?,
             metrics_namespace: env
@@ -443,6 +470,44 @@ mod tests {
         assert_eq!(config.livemode, None);
         assert_eq!(config.test_connect_events, TestConnectEvents::Ignore);
         assert!(!format!("{config:?}").contains("whsec_a"));
+    }
+
+    #[test]
+    fn settings_that_defeat_the_guarantees_are_refused_at_cold_start() {
+        let three_days = (3 * 86_400).to_string();
+        let cases = [
+            // A body above what the dedup table's stash can hold would be accepted, then never queued.
+            (MAX_BODY_BYTES, (MAX_STASHED_BODY_BYTES + 1).to_string()),
+            (MAX_BODY_BYTES, "0".to_owned()),
+            // Forgetting an id before Stripe's retries end lets a late retry in as new.
+            (DEDUP_TTL_SECS, (3 * 86_400 - 1).to_string()),
+            (DEDUP_TTL_SECS, "86400".to_owned()),
+            // Expiry times past what a timestamp holds.
+            (DEDUP_TTL_SECS, u64::MAX.to_string()),
+            (DEDUP_LEASE_SECS, u64::MAX.to_string()),
+            // A lease that ends while the invocation holding it may still enqueue lets a retry in.
+            (DEDUP_LEASE_SECS, RECEIVER_TIMEOUT_SECS.to_string()),
+            (DEDUP_LEASE_SECS, "5".to_owned()),
+        ];
+        for (var, value) in &cases {
+            let mut vars = BASE.to_vec();
+            vars.push((STRIPE_WEBHOOK_SECRET, "whsec_a"));
+            vars.push((var, value));
+            let err = receiver(&vars).expect_err(&format!("{var}={value} must be refused"));
+            assert!(err.to_string().contains(var), "{var}={value}: {err}");
+        }
+        // The edges that are safe pass.
+        let mut vars = BASE.to_vec();
+        vars.push((STRIPE_WEBHOOK_SECRET, "whsec_a"));
+        let stash = MAX_STASHED_BODY_BYTES.to_string();
+        let lease = (RECEIVER_TIMEOUT_SECS + 1).to_string();
+        vars.extend([
+            (MAX_BODY_BYTES, stash.as_str()),
+            (DEDUP_TTL_SECS, three_days.as_str()),
+            (DEDUP_LEASE_SECS, lease.as_str()),
+        ]);
+        let config = receiver(&vars).unwrap();
+        assert_eq!(config.max_body_bytes, MAX_STASHED_BODY_BYTES);
     }
 
     #[test]
