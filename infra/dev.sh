@@ -7,7 +7,8 @@
 # Env knobs: DEV_PORT (9000), DEV_PREFIX (dev), STRIPE_WEBHOOK_SECRET (comma-separated whsec_
 # secrets; default: one generated once and kept in .local/webhook-secret), DEV_POLLER (invoke: the
 # processor served by cargo lambda watch, rebuilt on change; in-process: the processor compiled into
-# the CLI; off: no poller), DEV_POLL_ARGS (extra `poll` options, e.g. "--visibility-timeout 10").
+# the CLI; off: no poller), DEV_POLL_ARGS (extra `poll` options, e.g. "--visibility-timeout 10"),
+# DEV_STATE (.local: the generated secret and the functions' env file).
 # Ctrl-C stops the poller and cargo lambda watch, and the emulators too if this script started them.
 set -euo pipefail
 
@@ -19,7 +20,8 @@ DEV_PORT=${DEV_PORT:-9000}
 DEV_PREFIX=${DEV_PREFIX:-dev}
 DEV_POLLER=${DEV_POLLER:-invoke}
 DEV_POLL_ARGS=${DEV_POLL_ARGS:-}
-STATE=$ROOT/.local
+# Where the generated secret and the functions' env file live (tests point it elsewhere).
+STATE=${DEV_STATE:-$ROOT/.local}
 cd "$ROOT"
 
 say() { printf 'dev: %s\n' "$*" >&2; }
@@ -114,6 +116,42 @@ case $DEV_POLLER in
   in-process) poller_line="the processor built into the CLI (restart make dev after changing it)" ;;
   off) poller_line="off (DEV_POLLER=off); feed it with: $cli_shown --env-file .local/dev.env poll --invoke http://127.0.0.1:$DEV_PORT" ;;
 esac
+
+# Both functions built before anything is served: cargo lambda watch otherwise compiles a function on
+# its first request, and a signed event sent the moment the URL is printed would wait minutes or be
+# answered 500. (`cargo lambda watch` builds the same debug artifacts, so its own build is then a no-op.)
+say "building the receiver and the processor (cargo build -p receiver -p processor)"
+cargo build --quiet -p receiver -p processor
+
+# Long options on purpose: in cargo-lambda 1.9 `-p` is --package and `-a` does not exist
+# (the short forms are -A/-P).
+setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$DEV_PORT" --env-file "$env_file" &
+watch_pid=$!
+
+# Ready means the receiver answers: a GET (405, one log line) starts it under cargo lambda watch. Only
+# then is the URL printed.
+say "waiting for the receiver to answer on $url"
+ready=false
+for _ in $(seq 1 300); do
+  kill -0 "$watch_pid" 2>/dev/null || die "cargo lambda watch exited before the receiver answered"
+  status=$(python3 - "$url" <<'PY' 2>/dev/null || true
+import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=60)
+    print(200)
+except urllib.error.HTTPError as e:
+    print(e.code)
+except Exception:
+    print(0)
+PY
+)
+  if [[ $status =~ ^4[0-9][0-9]$ ]]; then
+    ready=true
+    break
+  fi
+  sleep 1
+done
+$ready || die "the receiver did not answer on $url within 5 minutes"
 cat >&2 <<EOF
 
   Webhook URL:        $url
@@ -138,11 +176,6 @@ cat >&2 <<EOF
     make console
 
 EOF
-
-# Long options on purpose: in cargo-lambda 1.9 `-p` is --package and `-a` does not exist
-# (the short forms are -A/-P).
-setsid cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$DEV_PORT" --env-file "$env_file" &
-watch_pid=$!
 
 # The poller gets the same environment as the functions (queue URL, tables, emulator endpoints), and
 # its own process group so a TERM reaches only it. With --invoke it first waits for cargo lambda watch

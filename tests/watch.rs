@@ -198,3 +198,65 @@ async fn the_receiver_under_cargo_lambda_watch_verifies_dedups_and_enqueues_over
     assert!(!log.contains(&canary), "the event body reached the logs");
     assert!(!log.contains("v1="), "a signature header reached the logs");
 }
+
+/// `make dev` (infra/dev.sh) prints the webhook URL only once the functions are built and the receiver
+/// answers: a signed event sent the moment the URL appears is enqueued at once, not held for a build
+/// (or answered 500 by a runtime that is not up yet).
+#[tokio::test]
+async fn make_dev_is_ready_when_it_prints_the_webhook_url() {
+    let port = free_port();
+    let prefix = format!("devt{:06x}", fastrand::u32(..0xffffff));
+    let state = repo_root().join("target/dev-test").join(&prefix);
+    std::fs::create_dir_all(&state).expect("state dir");
+    let log = state.join("dev.log");
+    let output = std::fs::File::create(&log).expect("log file");
+    let child = Command::new("bash")
+        .arg("infra/dev.sh")
+        .env("DEV_PORT", port.to_string())
+        .env("DEV_PREFIX", &prefix)
+        .env("DEV_POLLER", "off")
+        .env("DEV_STATE", &state)
+        .env("STRIPE_WEBHOOK_SECRET", SECRET)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().expect("log"))
+        .stderr(output)
+        .process_group(0)
+        .spawn()
+        .expect("bash infra/dev.sh");
+    let mut dev = Watch { child, log };
+    let started = Instant::now();
+    while !dev.log().contains("Webhook URL:") {
+        if let Ok(Some(status)) = dev.child.try_wait() {
+            panic!(
+                "make dev exited ({status}) before printing the URL\n{}",
+                dev.log()
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1200),
+            "no URL after 20 min\n{}",
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // At once, with a timeout far below a build: the receiver must already be up.
+    let url = format!("http://127.0.0.1:{port}/lambda-url/receiver/webhooks/stripe");
+    let body = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    let secret = SigningSecret::new(SECRET).unwrap();
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", sign(&body, &secret, unix_now()))
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the receiver did not answer at once: {e}\n{}", dev.log()));
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 200, "{text}\n{}", dev.log());
+    assert_eq!(text, r#"{"status":"enqueued"}"#);
+}
