@@ -48,19 +48,31 @@ impl Watch {
         ];
         let lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         std::fs::write(&env_file, lines.join("\n")).expect("env file");
-        let output = std::fs::File::create(&log).expect("log file");
-        let child = Command::new("cargo")
+        let mut command = Command::new("cargo");
+        command
             .args(["lambda", "watch", "--invoke-address", "127.0.0.1"])
             .args(["--invoke-port", &port.to_string()])
             .arg("--env-file")
-            .arg(&env_file)
+            .arg(&env_file);
+        Self::spawn(
+            command,
+            log,
+            "cargo lambda watch (is cargo-lambda installed? `make setup`)",
+        )
+    }
+
+    /// Runs `command` from the repository root in its own process group (so dropping it stops
+    /// everything it started), no stdin, stdout and stderr into `log`.
+    fn spawn(mut command: Command, log: std::path::PathBuf, what: &str) -> Self {
+        let output = std::fs::File::create(&log).expect("log file");
+        let child = command
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(output.try_clone().expect("log"))
             .stderr(output)
             .process_group(0)
             .spawn()
-            .expect("cargo lambda watch (is cargo-lambda installed? `make setup`)");
+            .expect(what);
         Self { child, log }
     }
 
@@ -209,22 +221,15 @@ async fn make_dev_is_ready_when_it_prints_the_webhook_url() {
     let state = repo_root().join("target/dev-test").join(&prefix);
     std::fs::create_dir_all(&state).expect("state dir");
     let log = state.join("dev.log");
-    let output = std::fs::File::create(&log).expect("log file");
-    let child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg("infra/dev.sh")
         .env("DEV_PORT", port.to_string())
         .env("DEV_PREFIX", &prefix)
         .env("DEV_POLLER", "off")
         .env("DEV_STATE", &state)
-        .env("STRIPE_WEBHOOK_SECRET", SECRET)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("log"))
-        .stderr(output)
-        .process_group(0)
-        .spawn()
-        .expect("bash infra/dev.sh");
-    let mut dev = Watch { child, log };
+        .env("STRIPE_WEBHOOK_SECRET", SECRET);
+    let mut dev = Watch::spawn(command, log, "bash infra/dev.sh");
     let started = Instant::now();
     while !dev.log().contains("Webhook URL:") {
         if let Ok(Some(status)) = dev.child.try_wait() {

@@ -385,8 +385,8 @@ async fn read_event<S: DedupStore, B: BillingStore>(
             if event.related_object.is_none() {
                 return Err(ProcessError::ThinEventNotFetched(event.id));
             }
-            let context = event.context.clone();
-            let on_behalf_of = context
+            let on_behalf_of = event
+                .context
                 .as_deref()
                 .map_or(OnBehalfOf::Platform, OnBehalfOf::Context);
             if event.snapshot_event.is_none() && event.event_type.starts_with("v1.") {

@@ -150,6 +150,10 @@ impl Key {
     pub fn object(kind: &str, id: &str) -> Self {
         Self::new(format!("{kind}#{id}"), kind)
     }
+    /// The full-refund record of a PaymentIntent, beside its payment record (`PAYMENT#<pi>` / `REFUND`).
+    pub fn payment_refund(payment_intent: &str) -> Self {
+        Self::new(Self::object("PAYMENT", payment_intent).pk, "REFUND")
+    }
     /// The exactly-once marker of an event.
     pub fn event_marker(event_id: &str) -> Self {
         Self::new(format!("EVENT#{event_id}"), "EVENT")
@@ -631,8 +635,10 @@ pub async fn order_paid<S: BillingStore>(store: &S, order_id: &str) -> Result<bo
 
 /// Whether a charge of `payment_intent` was fully refunded (`PAYMENT#<pi>` / `REFUND`).
 async fn refunded<S: BillingStore>(store: &S, payment_intent: &str) -> Result<bool, BillingError> {
-    let key = Key::new(Key::object("PAYMENT", payment_intent).pk, "REFUND");
-    Ok(store.get(&key).await?.is_some_and(|i| i.flag("refunded")))
+    Ok(store
+        .get(&Key::payment_refund(payment_intent))
+        .await?
+        .is_some_and(|i| i.flag("refunded")))
 }
 
 /// An invoice as recorded.

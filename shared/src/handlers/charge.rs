@@ -66,7 +66,7 @@ pub(super) async fn refunded<S: BillingStore>(
         changes.push(Change::skippable(
             "payment.refunded",
             vec![Write {
-                key: Key::new(Key::object("PAYMENT", payment).pk, "REFUND"),
+                key: Key::payment_refund(payment),
                 op: Op::Set(attributes([
                     ("refunded", Some(true.into())),
                     ("charge", Some(charge.id.as_str().into())),
