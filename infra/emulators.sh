@@ -162,7 +162,7 @@ start_moto() {
   if moto_up; then say "moto already answers on $HOST:$MOTO_PORT"; return 0; fi
   port_open "$MOTO_PORT" && die "port $MOTO_PORT is taken by something that is not moto; set MOTO_PORT"
   check_moto
-  say "starting moto (SQS, Secrets Manager) on $HOST:$MOTO_PORT (log: .local/moto-$MOTO_PORT.log)"
+  say "starting moto (SQS, Secrets Manager, SSM) on $HOST:$MOTO_PORT (log: .local/moto-$MOTO_PORT.log)"
   spawn moto "$VENV/bin/moto_server" -H "$HOST" -p "$MOTO_PORT"
 }
 
@@ -214,6 +214,7 @@ export AWS_ENDPOINT_URL_DYNAMODB=http://$HOST:$DYNAMODB_PORT
 export AWS_ENDPOINT_URL_SQS=http://$HOST:$MOTO_PORT
 export AWS_ENDPOINT_URL_SECRETS_MANAGER=http://$HOST:$MOTO_PORT
 export AWS_ENDPOINT_URL_SESV2=http://$HOST:$MOTO_PORT
+export AWS_ENDPOINT_URL_SSM=http://$HOST:$MOTO_PORT
 export AWS_REGION=us-east-1
 export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test

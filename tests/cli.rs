@@ -104,9 +104,16 @@ async fn backfill_of_250_events_over_3_pages_through_a_429_enqueues_each_once_an
     assert_eq!(seen.len(), 20);
     for id in &seen {
         let event = api.event(id).await.unwrap();
-        let admitted = intake::admit(&store, &queue, &event.envelope, event.bytes(), SQS_MAX)
-            .await
-            .unwrap();
+        let admitted = intake::admit(
+            &store,
+            &queue,
+            &event.envelope,
+            event.bytes(),
+            SQS_MAX,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(admitted, Admitted::Enqueued);
     }
     // AND Stripe answering the second page 429 (Retry-After: 1) and the third 503, once each.
@@ -377,7 +384,7 @@ async fn status_shows_what_the_dedup_table_and_the_billing_state_know() {
     assert_eq!(unknown.applied_at, None);
 
     let envelope = stripe_pipeline::event::EventEnvelope::parse(&body).unwrap();
-    intake::admit(&store, &queue, &envelope, &body, SQS_MAX)
+    intake::admit(&store, &queue, &envelope, &body, SQS_MAX, None)
         .await
         .unwrap();
     let enqueued = status(&store, &app.billing, &id).await.unwrap();
@@ -515,7 +522,7 @@ async fn the_poller_deletes_what_the_processor_handled_and_sqs_dead_letters_a_po
         let id = unique_event_id();
         let body = with_event_id(&fixture(fixture_name), &id);
         let envelope = stripe_pipeline::event::EventEnvelope::parse(&body).unwrap();
-        intake::admit(&store, &queue, &envelope, &body, SQS_MAX)
+        intake::admit(&store, &queue, &envelope, &body, SQS_MAX, None)
             .await
             .unwrap();
         good.insert(id);
@@ -793,7 +800,7 @@ async fn an_invoked_processor_gets_the_batch_as_lambda_sends_it_and_a_function_e
     let id = unique_event_id();
     let body = with_event_id(&fixture("invoice.paid"), &id);
     let envelope = stripe_pipeline::event::EventEnvelope::parse(&body).unwrap();
-    intake::admit(&store, &queue, &envelope, &body, SQS_MAX)
+    intake::admit(&store, &queue, &envelope, &body, SQS_MAX, None)
         .await
         .unwrap();
     let client = sqs(&sqs_endpoint()).await;

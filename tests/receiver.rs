@@ -355,3 +355,175 @@ async fn a_connected_accounts_test_mode_event_at_a_live_endpoint_is_200_and_leav
         0
     );
 }
+
+/// The receiver's settings as the template gives them, with the allow-list read from `parameter`.
+fn config_with_allow_list(
+    resources: &Resources,
+    parameter: &str,
+) -> stripe_pipeline::config::ReceiverConfig {
+    let env = std::collections::HashMap::from([
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
+        ("EVENT_QUEUE_URL", resources.event_queue_url.clone()),
+        ("SOURCE_IP_ALLOWLIST_PARAMETER", parameter.to_owned()),
+    ]);
+    stripe_pipeline::config::ReceiverConfig::from_lookup(|var| env.get(var).cloned())
+        .expect("config")
+}
+
+#[tokio::test]
+async fn the_allow_list_written_from_stripes_file_is_read_at_cold_start_and_enforced() {
+    use stripe_pipeline::source_ips::{self, SourceIpAllowList};
+    let resources = Resources::create();
+    // GIVEN Stripe's ips_webhooks.json, written to the parameter as `stripe-webhooks source-ips put`
+    // does
+    let parameter = format!("/{}/source-ips", resources.prefix);
+    let file = r#"{"WEBHOOKS": ["3.18.12.63", "3.130.192.231", "13.235.14.237"]}"#;
+    let list = SourceIpAllowList::from_stripe_file(file).unwrap();
+    source_ips::store(&ssm().await, &parameter, &list)
+        .await
+        .unwrap();
+    // WHEN the receiver cold-starts with the stack's parameter name
+    let deployed = receiver::init::app_from(
+        config_with_allow_list(&resources, &parameter),
+        &sdk_config_at(&sqs_endpoint()).await,
+    )
+    .await
+    .expect("cold start");
+    // THEN it holds Stripe's addresses
+    assert_eq!(deployed.source_ips, Some(list));
+    // AND serves them, on the real table and queue, while any other address gets 403 with nothing
+    // claimed or sent
+    let mut app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    app.source_ips = deployed.source_ips;
+    let from_stripe = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    let from_elsewhere = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    assert_eq!(
+        status(
+            &app,
+            from_address(signed_now(&from_stripe), "13.235.14.237")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        status(
+            &app,
+            from_address(signed_now(&from_elsewhere), "198.51.100.7")
+        )
+        .await,
+        403
+    );
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].body.as_deref().map(str::as_bytes),
+        Some(&from_stripe[..])
+    );
+    let elsewhere_id = stripe_pipeline::event::EventEnvelope::parse(&from_elsewhere)
+        .unwrap()
+        .id;
+    assert_eq!(app.store.lookup(&elsewhere_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_missing_or_invalid_allow_list_fails_the_cold_start_never_allows_all() {
+    use receiver::init::{app_from, InitError};
+    use stripe_pipeline::source_ips::SourceIpError;
+    let resources = Resources::create();
+    let aws = sdk_config_at(&sqs_endpoint()).await;
+    // A parameter that was never written
+    let missing = format!("/{}/never-written", resources.prefix);
+    let err = app_from(config_with_allow_list(&resources, &missing), &aws)
+        .await
+        .expect_err("a missing parameter must fail the cold start");
+    assert!(
+        matches!(err, InitError::SourceIps(SourceIpError::Fetch { .. })),
+        "{err}"
+    );
+    assert!(
+        stripe_pipeline::telemetry::error_chain(&err).contains("ParameterNotFound"),
+        "{}",
+        stripe_pipeline::telemetry::error_chain(&err)
+    );
+    // A parameter holding something that is not a list of addresses
+    let garbled = format!("/{}/garbled", resources.prefix);
+    ssm()
+        .await
+        .put_parameter()
+        .name(&garbled)
+        .value("3.18.12.63,stripe.com")
+        .r#type(aws_sdk_ssm::types::ParameterType::StringList)
+        .send()
+        .await
+        .unwrap();
+    let err = app_from(config_with_allow_list(&resources, &garbled), &aws)
+        .await
+        .expect_err("an invalid list must fail the cold start");
+    assert!(
+        matches!(&err, InitError::SourceIps(SourceIpError::InvalidAddress(a)) if a == "stripe.com"),
+        "{err}"
+    );
+    // SSM unreachable
+    let err = app_from(
+        config_with_allow_list(&resources, &garbled),
+        &sdk_config_at(UNREACHABLE).await,
+    )
+    .await
+    .expect_err("an unreadable parameter must fail the cold start");
+    assert!(
+        matches!(err, InitError::SourceIps(SourceIpError::Fetch { .. })),
+        "{err}"
+    );
+}
+
+/// A request whose invocation ends `secs` from now, as Lambda hands it to the function.
+fn ending_in(request: lambda_http::Request, secs: u64) -> lambda_http::Request {
+    use lambda_http::RequestExt;
+    request.with_lambda_context(context_ending_in(secs))
+}
+
+#[tokio::test]
+async fn a_queue_that_hangs_past_the_deadline_gets_503_and_the_claim_is_released() {
+    let resources = Resources::create();
+    // GIVEN an SQS endpoint that accepts connections and never answers (the SDK's own timeout, 10 s
+    // here, is longer than the invocation)
+    let hung = black_hole().await;
+    let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &hung).await;
+    let body = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    let id = stripe_pipeline::event::EventEnvelope::parse(&body)
+        .unwrap()
+        .id;
+    // WHEN a delivery arrives in an invocation with 3 s left
+    let response = handle(&app, ending_in(signed_now(&body), 3)).await.unwrap();
+    // THEN the answer is a retryable 503 naming the deadline, sent before Lambda would end it
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.body().as_ref(),
+        br#"{"error":"deadline exceeded"}"#
+    );
+    // AND the claim was given back, so Stripe's retry is enqueued at once, not 409'd for the lease
+    assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+    let healthy = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
+    assert_eq!(status(&healthy, signed_now(&body)).await, 200);
+    let messages = drain(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await;
+    assert_eq!(messages.len(), 1);
+}
+
+#[tokio::test]
+async fn a_dedup_table_that_hangs_past_the_deadline_gets_503_and_nothing_is_sent() {
+    let resources = Resources::create();
+    let hung = black_hole().await;
+    let app = receiver_app(&resources, &[SECRET], &hung, &sqs_endpoint()).await;
+    let body = with_event_id(&fixture("invoice.paid"), &unique_event_id());
+    let response = handle(&app, ending_in(signed_now(&body), 3)).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.body().as_ref(),
+        br#"{"error":"deadline exceeded"}"#
+    );
+    assert_eq!(
+        queue_depth(&sqs(&sqs_endpoint()).await, &resources.event_queue_url).await,
+        0
+    );
+}

@@ -178,6 +178,8 @@ async fn fate<S: DedupStore, Q: EventQueue>(
         envelope,
         event.bytes(),
         options.sqs_max_message_bytes,
+        // An operator tool: no invocation ends under it, each SDK call is capped on its own.
+        None,
     )
     .await
     {

@@ -17,6 +17,7 @@ use stripe_pipeline::{
     dedup::DynamoDedupStore,
     queue::SqsEventQueue,
     secrets::{self, SecretsError},
+    source_ips::{self, SourceIpAllowList, SourceIpError},
     telemetry::{self, error_chain},
 };
 use stripe_webhooks::{
@@ -60,6 +61,8 @@ enum Command {
     #[command(subcommand)]
     Dlq(DlqCommand),
     Status(StatusArgs),
+    #[command(subcommand)]
+    SourceIps(SourceIpsCommand),
     Poll(PollArgs),
     Console(ConsoleArgs),
     #[cfg(feature = "fake-stripe")]
@@ -266,6 +269,42 @@ struct DlqArgs {
     dead_letter_queue_url: String,
 }
 
+/// The receiver's source-IP allow-list (the SSM parameter named by the stack's
+/// SourceIpAllowListParameter).
+///
+/// Download Stripe's list first: `curl -O https://stripe.com/files/ips/ips_webhooks.json`. The
+/// receiver reads the parameter at cold start; see the README (Security) for turning it on and for
+/// updates.
+#[derive(Debug, Subcommand)]
+enum SourceIpsCommand {
+    Put(SourceIpsPutArgs),
+    Show(SourceIpsShowArgs),
+}
+
+/// Write the allow-list from Stripe's ips_webhooks.json (or ips_webhooks.txt) to the parameter.
+#[derive(Debug, Args)]
+struct SourceIpsPutArgs {
+    /// The file downloaded from Stripe: ips_webhooks.json (its WEBHOOKS list) or ips_webhooks.txt.
+    #[arg(long, value_name = "PATH")]
+    file: PathBuf,
+    #[command(flatten)]
+    parameter: SourceIpsParameter,
+}
+
+/// Print the addresses the parameter holds, as the receiver will read them.
+#[derive(Debug, Args)]
+struct SourceIpsShowArgs {
+    #[command(flatten)]
+    parameter: SourceIpsParameter,
+}
+
+#[derive(Debug, Args)]
+struct SourceIpsParameter {
+    /// The SSM parameter's name, e.g. /stripe-webhooks/prod/source-ips.
+    #[arg(long, env = config::SOURCE_IP_ALLOWLIST_PARAMETER)]
+    parameter: String,
+}
+
 /// Show what the dedup table and the billing state know of an event.
 ///
 /// Received and enqueued (or being enqueued, or expired), applied and when, notifications sent.
@@ -396,6 +435,10 @@ enum CliError {
     Status(#[from] StatusError),
     #[error(transparent)]
     Poll(#[from] PollError),
+    #[error(transparent)]
+    SourceIps(#[from] SourceIpError),
+    #[error("could not read {0}")]
+    ReadFile(PathBuf, #[source] std::io::Error),
     #[error("no Stripe API key: set STRIPE_API_KEY or STRIPE_API_KEY_SECRET_ARN")]
     NoApiKey,
     #[error("set STRIPE_API_KEY or STRIPE_API_KEY_SECRET_ARN, not both")]
@@ -490,6 +533,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Replay(args) => run_replay(args).await,
         Command::Dlq(command) => run_dlq(command).await,
         Command::Status(args) => run_status(args).await,
+        Command::SourceIps(command) => run_source_ips(command).await,
         Command::Poll(args) => run_poll(args).await,
         Command::Console(args) => run_console(args).await,
         #[cfg(feature = "fake-stripe")]
@@ -847,6 +891,28 @@ async fn run_dlq(command: DlqCommand) -> Result<ExitCode, CliError> {
                 summary.moved, summary.left_in_dlq, summary.failed
             );
             return Ok(exit(summary.failed == 0));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_source_ips(command: SourceIpsCommand) -> Result<ExitCode, CliError> {
+    let ssm = aws_sdk_ssm::Client::new(&load_aws_config().await);
+    match command {
+        SourceIpsCommand::Put(args) => {
+            let text = std::fs::read_to_string(&args.file)
+                .map_err(|e| CliError::ReadFile(args.file.clone(), e))?;
+            let list = SourceIpAllowList::from_stripe_file(&text)?;
+            let name = &args.parameter.parameter;
+            source_ips::store(&ssm, name, &list).await?;
+            println!("wrote {} address(es) to {name}", list.len());
+            println!("receiver instances started from now on use them; to apply at once, see the README (Security)");
+        }
+        SourceIpsCommand::Show(args) => {
+            let list = source_ips::load(&ssm, &args.parameter.parameter).await?;
+            for address in list.to_parameter_value().split(',') {
+                println!("{address}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -66,6 +66,7 @@ pub async fn replay<S: DedupStore, Q: EventQueue>(
             &event.envelope,
             event.bytes(),
             sqs_max_message_bytes,
+            None,
         )
         .await?
         {

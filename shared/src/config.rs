@@ -24,6 +24,10 @@ pub const STRIPE_LIVEMODE: &str = "STRIPE_LIVEMODE";
 /// `ignore` (default) or `reject`: what a live endpoint (`STRIPE_LIVEMODE=true`) answers a connected
 /// account's test-mode event. See [`TestConnectEvents`].
 pub const STRIPE_TEST_CONNECT_EVENTS: &str = "STRIPE_TEST_CONNECT_EVENTS";
+/// Name of the SSM parameter holding the allowed source addresses (see [`crate::source_ips`]). Unset or
+/// empty: every address may call. Set: the list is read at cold start, and a missing or invalid
+/// parameter fails the cold start.
+pub const SOURCE_IP_ALLOWLIST_PARAMETER: &str = "SOURCE_IP_ALLOWLIST_PARAMETER";
 /// The dedup table.
 pub const DEDUP_TABLE_NAME: &str = "DEDUP_TABLE_NAME";
 /// How long an event id is remembered.
@@ -147,6 +151,8 @@ pub struct ReceiverConfig {
     pub livemode: Option<bool>,
     /// What a live endpoint does with connected accounts' test-mode events.
     pub test_connect_events: TestConnectEvents,
+    /// The SSM parameter of the source-IP allow-list, if the list is on.
+    pub source_ip_allowlist_parameter: Option<String>,
     /// Dedup table name.
     pub dedup_table: String,
     /// How long an event id is remembered.
@@ -304,6 +310,7 @@ impl ReceiverConfig {
             tolerance: Duration::from_secs(tolerance),
             livemode,
             test_connect_events,
+            source_ip_allowlist_parameter: env.get(SOURCE_IP_ALLOWLIST_PARAMETER),
             dedup_table: env.require(DEDUP_TABLE_NAME)?,
             dedup_ttl: Duration::from_secs(dedup_ttl),
             dedup_lease: Duration::from_secs(dedup_lease),

@@ -23,10 +23,11 @@
 //! | [`stripe_api`] | reading Stripe's API (events, objects) under a rate limit, with retries |
 //! | [`config`] | every environment variable, read once at cold start |
 //! | [`secrets`] | the signing secrets from Secrets Manager |
+//! | [`source_ips`] | the optional allow-list of Stripe's webhook source addresses (SSM) |
 //! | [`telemetry`] | JSON logs, outcomes, EMF metrics |
 //!
 //! Each AWS service is called from one module: DynamoDB from `dedup`, SQS from `queue`, Secrets Manager
-//! from `secrets`.
+//! from `secrets`, SSM from `source_ips`.
 #![forbid(unsafe_code)]
 
 pub mod billing;
@@ -43,6 +44,7 @@ pub mod objects;
 pub mod queue;
 pub mod secrets;
 pub mod signature;
+pub mod source_ips;
 pub mod stripe_api;
 pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]

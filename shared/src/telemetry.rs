@@ -21,6 +21,9 @@ pub enum Outcome {
     /// Refused before we knew it came from Stripe: bad or missing signature, too large, wrong method
     /// or path. Mostly noise from the internet, or a wrong secret.
     Rejected,
+    /// From an address not on the source-IP allow-list (403), refused before anything else was read.
+    /// Apart from [`Outcome::Rejected`] so a wrong list (Stripe's addresses changed) shows at once.
+    Blocked,
     /// Correctly signed, and still refused (400): not an event we can read, or of the other mode.
     /// Stripe retries it for 3 days, then drops it, so each one needs a look; kept apart from
     /// [`Outcome::Rejected`] so it cannot hide among unauthenticated requests.
@@ -44,6 +47,7 @@ impl Outcome {
             Self::Duplicate => "duplicate",
             Self::InFlight => "in_flight",
             Self::Rejected => "rejected",
+            Self::Blocked => "blocked",
             Self::Refused => "refused",
             Self::Failed => "failed",
             Self::Handled => "handled",

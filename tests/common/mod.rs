@@ -177,6 +177,7 @@ pub async fn receiver_app(
         .map(|s| SigningSecret::new(*s).expect("secret"))
         .collect();
     receiver::handler::App {
+        source_ips: None,
         verifier: SignatureVerifier::new(secrets, Duration::from_secs(300)).expect("verifier"),
         store: DynamoDedupStore::new(
             dynamodb(dynamodb_at).await,
@@ -253,6 +254,47 @@ pub fn request(body: &[u8], signature: Option<&str>) -> Request {
         builder = builder.header("Stripe-Signature", signature);
     }
     builder.body(Body::Binary(body.to_vec())).expect("request")
+}
+
+/// `request` as API Gateway (HTTP API) hands it over from the client address `source_ip`.
+pub fn from_address(request: Request, source_ip: &str) -> Request {
+    use lambda_http::{
+        aws_lambda_events::apigw::ApiGatewayV2httpRequestContext, request::RequestContext,
+        RequestExt,
+    };
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.http.source_ip = Some(source_ip.to_owned());
+    request.with_request_context(RequestContext::ApiGatewayV2(context))
+}
+
+/// An address that accepts connections and never answers: a dependency that hangs.
+pub async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    format!("http://{address}")
+}
+
+/// An SDK configuration whose every service is at `endpoint` (for clients built by the functions' own
+/// init, e.g. SSM at moto).
+pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
+    sdk_config()
+        .await
+        .into_builder()
+        .endpoint_url(endpoint)
+        .build()
+}
+
+/// An SSM client at moto.
+pub async fn ssm() -> aws_sdk_ssm::Client {
+    aws_sdk_ssm::Client::new(&sdk_config_at(&sqs_endpoint()).await)
 }
 
 /// Receives (and deletes) everything on a queue, as aws_lambda_events messages the processor takes.

@@ -130,6 +130,7 @@ pub fn receiver_app(
 ) -> Result<ReceiverApp, Error> {
     use stripe_pipeline::config::{DEFAULT_DEDUP_LEASE_SECS, DEFAULT_DEDUP_TTL_SECS};
     Ok(receiver::handler::App {
+        source_ips: None,
         verifier: SignatureVerifier::new(
             vec![SigningSecret::new(SECRET)?],
             Duration::from_secs(stripe_pipeline::signature::DEFAULT_TOLERANCE_SECS),

@@ -4,19 +4,23 @@
 //! event is safely on the queue (or already was), 4xx for deliveries no retry can fix, and 409 / 5xx
 //! whenever a retry might succeed. All of it is decided in one place, [`ReceiverError::status`].
 
-use std::{net::IpAddr, time::Instant};
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
 use lambda_http::{
     http::{header, Method, StatusCode},
     Body, Request, RequestExt, Response,
 };
 use stripe_pipeline::{
-    config::TestConnectEvents,
+    config::{TestConnectEvents, RECEIVER_TIMEOUT_SECS},
     dedup::DedupStore,
     event::{EventEnvelope, EventError},
-    intake::{self, Admitted, IntakeError},
+    intake::{self, Admitted, IntakeError, RELEASE_GRACE},
     queue::EventQueue,
     signature::{SignatureError, SignatureVerifier},
+    source_ips::SourceIpAllowList,
     telemetry::{error_chain, Metrics, Outcome},
 };
 use tracing::{error, info, warn};
@@ -25,9 +29,15 @@ use tracing::{error, info, warn};
 pub const WEBHOOK_PATH: &str = "/webhooks/stripe";
 const SIGNATURE_HEADER: &str = "stripe-signature";
 
+/// The part of the invocation's time kept back from the work: enough to release a claim
+/// ([`RELEASE_GRACE`]) and still answer and log before Lambda ends the invocation.
+pub const ANSWER_RESERVE: Duration = RELEASE_GRACE.saturating_add(Duration::from_millis(500));
+
 /// Everything a request needs, built once at cold start.
 #[derive(Debug)]
 pub struct App<S, Q> {
+    /// The only addresses requests may come from, if the allow-list is on.
+    pub source_ips: Option<SourceIpAllowList>,
     /// Checks `Stripe-Signature`.
     pub verifier: SignatureVerifier,
     /// The dedup table.
@@ -49,6 +59,9 @@ pub struct App<S, Q> {
 /// Why a delivery was not (or not yet) accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum ReceiverError {
+    /// The allow-list is on and the caller's address is not on it (or unknown).
+    #[error("forbidden")]
+    SourceNotAllowed,
     /// Any path but [`WEBHOOK_PATH`].
     #[error("not found")]
     NotFound,
@@ -69,7 +82,11 @@ pub enum ReceiverError {
     #[error("livemode mismatch")]
     LivemodeMismatch,
     /// Another request is enqueueing the same event right now, or the dedup table or queue failed.
-    #[error("{}", match .0 { IntakeError::InFlight => "event is being processed", _ => "temporarily unavailable" })]
+    #[error("{}", match .0 {
+        IntakeError::InFlight => "event is being processed",
+        IntakeError::DeadlineExceeded { .. } => "deadline exceeded",
+        _ => "temporarily unavailable",
+    })]
     Intake(#[from] IntakeError),
 }
 
@@ -77,6 +94,7 @@ impl ReceiverError {
     /// The one place errors become HTTP statuses.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::SourceNotAllowed => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +108,7 @@ impl ReceiverError {
 
     fn outcome(&self) -> Outcome {
         match self {
+            Self::SourceNotAllowed => Outcome::Blocked,
             Self::Intake(IntakeError::InFlight) => Outcome::InFlight,
             Self::Intake(_) => Outcome::Failed,
             // Stripe signed these: each is an event it will retry and then drop, not internet noise.
@@ -104,6 +123,7 @@ impl ReceiverError {
     /// A stable snake_case reason for logs.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::SourceNotAllowed => "source_ip_not_allowed",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
@@ -113,6 +133,7 @@ impl ReceiverError {
             Self::Intake(IntakeError::InFlight) => "in_flight",
             Self::Intake(IntakeError::Dedup(_)) => "dedup_unavailable",
             Self::Intake(IntakeError::Queue(_)) => "queue_unavailable",
+            Self::Intake(IntakeError::DeadlineExceeded { .. }) => "deadline_exceeded",
         }
     }
 }
@@ -141,8 +162,9 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
     request: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
     let started = Instant::now();
+    let deadline = work_deadline(&request);
     let mut seen = Seen::default();
-    let result = receive(app, &request, &mut seen).await;
+    let result = receive(app, &request, deadline, &mut seen).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let event_id = seen.event_id.as_deref().unwrap_or("");
     let event_type = seen.event_type.as_deref().unwrap_or("");
@@ -168,7 +190,11 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
             let source_ip = source_ip(&request).map(|ip| ip.to_string());
             let source_ip = source_ip.as_deref().unwrap_or("");
             match &err {
-                ReceiverError::Intake(IntakeError::Dedup(_) | IntakeError::Queue(_)) => {
+                ReceiverError::Intake(
+                    IntakeError::Dedup(_)
+                    | IntakeError::Queue(_)
+                    | IntakeError::DeadlineExceeded { .. },
+                ) => {
                     error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
                 }
                 // Signed, so from Stripe: error level, and the alarm on `refused` fires at the first one.
@@ -177,6 +203,10 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
                 }
                 ReceiverError::LivemodeMismatch => {
                     error!(event_id, event_type, account, outcome = %outcome, reason, latency_ms, source_ip, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
+                }
+                // The cheapest refusal there is (nothing read but the address): one line, no store.
+                ReceiverError::SourceNotAllowed => {
+                    warn!(outcome = %outcome, reason, latency_ms, source_ip, "webhook refused: source address not on the allow-list");
                 }
                 ReceiverError::Intake(IntakeError::InFlight) => {
                     info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
@@ -202,8 +232,18 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
 async fn receive<S: DedupStore, Q: EventQueue>(
     app: &App<S, Q>,
     request: &Request,
+    deadline: tokio::time::Instant,
     seen: &mut Seen,
 ) -> Result<Accepted, ReceiverError> {
+    // Refusals come in order of cost, so a flood of forged requests is cheap to turn away: the address
+    // first (nothing read), then route, method and size, then the header's shape, and only then a
+    // pass over the body to hash it. None of them touches DynamoDB or SQS.
+    if let Some(allowed) = &app.source_ips {
+        // An unknown address is refused too: with the list on, nothing is let through unchecked.
+        if !source_ip(request).is_some_and(|ip| allowed.allows(ip)) {
+            return Err(ReceiverError::SourceNotAllowed);
+        }
+    }
     if !request.uri().path().ends_with(WEBHOOK_PATH) {
         return Err(ReceiverError::NotFound);
     }
@@ -255,6 +295,7 @@ async fn receive<S: DedupStore, Q: EventQueue>(
         &event,
         body,
         app.sqs_max_message_bytes,
+        Some(deadline),
     )
     .await?;
     Ok(match admitted {
@@ -271,6 +312,22 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
         header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// When this request's work must be done: the invocation's deadline (from the Lambda context) less
+/// [`ANSWER_RESERVE`]. Without a context (unit tests), the function's timeout from now stands in.
+fn work_deadline(request: &Request) -> tokio::time::Instant {
+    let deadline_ms = request
+        .lambda_context_ref()
+        .map_or(0, |context| context.deadline);
+    let left = if deadline_ms == 0 {
+        Duration::from_secs(RECEIVER_TIMEOUT_SECS)
+    } else {
+        (UNIX_EPOCH + Duration::from_millis(deadline_ms))
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    };
+    tokio::time::Instant::now() + left.saturating_sub(ANSWER_RESERVE)
 }
 
 /// The caller's address as API Gateway saw it (not a header the caller controls), for rejected requests.
@@ -303,6 +360,7 @@ mod tests {
 
     fn app() -> App<MemoryDedupStore, MemoryEventQueue> {
         App {
+            source_ips: None,
             verifier: SignatureVerifier::new(
                 vec![SigningSecret::new(SECRET).unwrap()],
                 Duration::from_secs(300),
@@ -627,6 +685,84 @@ mod tests {
             panic!("expected a stashed body")
         };
         assert_eq!(app.store.fetch_body(stashed).await.unwrap(), body);
+    }
+
+    /// A signed HTTP API (payload 2.0) request as API Gateway hands it over, from `source_ip`.
+    fn from_address(body: &[u8], source_ip: &str) -> Request {
+        let secret = SigningSecret::new(SECRET).unwrap();
+        let event = serde_json::json!({
+            "version": "2.0",
+            "routeKey": "POST /webhooks/stripe",
+            "rawPath": "/webhooks/stripe",
+            "rawQueryString": "",
+            // A forwarded header naming an allowed address must not count: only the context does.
+            "headers": {"stripe-signature": sign(body, &secret, unix_now()), "x-forwarded-for": "3.18.12.63"},
+            "requestContext": {
+                "accountId": "1", "apiId": "a", "domainName": "x", "domainPrefix": "x",
+                "http": {"method": "POST", "path": "/webhooks/stripe", "protocol": "HTTP/1.1",
+                         "sourceIp": source_ip, "userAgent": "Stripe/1.0"},
+                "requestId": "r", "routeKey": "POST /webhooks/stripe", "stage": "$default",
+                "time": "24/Nov/2026:00:00:00 +0000", "timeEpoch": 0
+            },
+            "body": String::from_utf8(body.to_vec()).unwrap(),
+            "isBase64Encoded": false
+        });
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    }
+
+    fn with_allow_list() -> App<MemoryDedupStore, MemoryEventQueue> {
+        let mut app = app();
+        app.source_ips = Some(SourceIpAllowList::parse("3.18.12.63,54.187.174.169").unwrap());
+        app
+    }
+
+    #[tokio::test]
+    async fn with_the_allow_list_on_a_listed_address_is_served() {
+        let app = with_allow_list();
+        let body = fixture("invoice.paid");
+        assert_eq!(
+            status(&app, from_address(&body, "54.187.174.169")).await,
+            200
+        );
+        assert_eq!(app.queue.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn with_the_allow_list_on_any_other_address_is_403_and_touches_nothing() {
+        let mut app = with_allow_list();
+        let body = fixture("invoice.paid");
+        let id = EventEnvelope::parse(&body).unwrap().id;
+        // A correctly signed event from elsewhere, whatever X-Forwarded-For says
+        let response = handle(&app, from_address(&body, "203.0.113.9"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        assert_eq!(response.body().as_ref(), br#"{"error":"forbidden"}"#);
+        // and a request that carries no address at all (no API Gateway context) are refused
+        assert_eq!(status(&app, signed(&body, unix_now())).await, 403);
+        // even on another route, before the path is looked at
+        let mut elsewhere = from_address(&body, "203.0.113.9");
+        *elsewhere.uri_mut() = "https://example.com/other".parse().unwrap();
+        assert_eq!(status(&app, elsewhere).await, 403);
+        assert!(app.queue.messages().is_empty());
+        assert_eq!(app.store.lookup(&id).await.unwrap(), None);
+        // AND without the list the same request is served
+        app.source_ips = None;
+        assert_eq!(status(&app, from_address(&body, "203.0.113.9")).await, 200);
+    }
+
+    #[tokio::test]
+    async fn a_blocked_request_is_one_line_with_its_address_and_its_own_outcome() {
+        let app = with_allow_list();
+        let lines = logged(&app, from_address(&fixture("invoice.paid"), "203.0.113.9")).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["outcome"], "blocked");
+        assert_eq!(lines[0]["reason"], "source_ip_not_allowed");
+        assert_eq!(lines[0]["source_ip"], "203.0.113.9");
+        assert_eq!(
+            ReceiverError::SourceNotAllowed.status(),
+            StatusCode::FORBIDDEN
+        );
     }
 
     #[tokio::test]
