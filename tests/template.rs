@@ -739,6 +739,7 @@ fn functions_get_only_environment_variables_the_code_reads() {
         config::STRIPE_TEST_CONNECT_EVENTS,
         config::DEDUP_TTL_SECS,
         config::STRIPE_SIGNATURE_TOLERANCE_SECS,
+        config::SOURCE_IP_ALLOWLIST_PARAMETER,
         config::METRICS_NAMESPACE,
     ]
     .into_iter()
@@ -1193,6 +1194,39 @@ fn optional_secrets_are_readable_only_when_given_and_only_those() {
             );
         }
     }
+}
+
+#[test]
+fn the_source_ip_allow_list_is_off_by_default_and_readable_only_when_named() {
+    let template = Template::load();
+    let parameter = "SourceIpAllowListParameter";
+    let condition = "HasSourceIpAllowList";
+    let spec = &template.root["Parameters"][parameter];
+    assert_eq!(spec["Default"].as_str(), Some(""), "off by default");
+    // A name the ARN below can be built from: empty, or a path starting with /.
+    let pattern = spec["AllowedPattern"].as_str().expect("AllowedPattern");
+    assert!(pattern.starts_with("^(|/"), "{pattern}");
+    assert_parameter_set(&template, condition, parameter);
+    let variables = &template.property("ReceiverFunction", "Environment")["Variables"];
+    let (env_condition, value) =
+        if_or_no_value(&variables[config::SOURCE_IP_ALLOWLIST_PARAMETER]).expect("!If");
+    assert_eq!(env_condition, condition);
+    assert_eq!(ref_to(value), Some(parameter));
+    // The receiver may read SSM only under the condition, that one parameter, and only read it.
+    let grants = template.grants("ReceiverRole");
+    let ssm: Vec<_> = grants
+        .iter()
+        .filter(|grant| grant.actions.iter().any(|a| a.starts_with("ssm:")))
+        .collect();
+    assert_eq!(ssm.len(), 1, "one SSM statement");
+    assert_eq!(ssm[0].condition.as_deref(), Some(condition));
+    assert_eq!(ssm[0].actions, ["ssm:GetParameter"]);
+    assert_eq!(ssm[0].resources.len(), 1);
+    let resource = serde_json::to_string(ssm[0].resources[0]).unwrap();
+    assert!(
+        resource.contains(":parameter${SourceIpAllowListParameter}"),
+        "{resource}"
+    );
 }
 
 // -------------------------------------------------------------------------------------------------
