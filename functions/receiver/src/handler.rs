@@ -687,7 +687,8 @@ mod tests {
         assert_eq!(app.store.fetch_body(stashed).await.unwrap(), body);
     }
 
-    /// A signed HTTP API (payload 2.0) request as API Gateway hands it over, from `source_ip`.
+    /// A signed HTTP API (payload 2.0) request as API Gateway hands it over, from `source_ip`, with the
+    /// body base64-encoded as API Gateway does for a binary content type.
     fn from_address(body: &[u8], source_ip: &str) -> Request {
         let secret = SigningSecret::new(SECRET).unwrap();
         let event = serde_json::json!({
@@ -704,8 +705,8 @@ mod tests {
                 "requestId": "r", "routeKey": "POST /webhooks/stripe", "stage": "$default",
                 "time": "24/Nov/2026:00:00:00 +0000", "timeEpoch": 0
             },
-            "body": String::from_utf8(body.to_vec()).unwrap(),
-            "isBase64Encoded": false
+            "body": base64::engine::general_purpose::STANDARD.encode(body),
+            "isBase64Encoded": true
         });
         lambda_http::request::from_str(&event.to_string()).unwrap()
     }
@@ -770,24 +771,7 @@ mod tests {
         // GIVEN an HTTP API (payload 2.0) event whose body API Gateway base64-encoded
         let app = app();
         let body = fixture("customer.created");
-        let secret = SigningSecret::new(SECRET).unwrap();
-        let event = serde_json::json!({
-            "version": "2.0",
-            "routeKey": "POST /webhooks/stripe",
-            "rawPath": "/webhooks/stripe",
-            "rawQueryString": "",
-            "headers": {"stripe-signature": sign(&body, &secret, unix_now()), "content-type": "application/json"},
-            "requestContext": {
-                "accountId": "1", "apiId": "a", "domainName": "x", "domainPrefix": "x",
-                "http": {"method": "POST", "path": "/webhooks/stripe", "protocol": "HTTP/1.1",
-                         "sourceIp": "203.0.113.9", "userAgent": "Stripe/1.0"},
-                "requestId": "r", "routeKey": "POST /webhooks/stripe", "stage": "$default",
-                "time": "24/Nov/2026:00:00:00 +0000", "timeEpoch": 0
-            },
-            "body": base64::engine::general_purpose::STANDARD.encode(&body),
-            "isBase64Encoded": true
-        });
-        let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+        let request = from_address(&body, "203.0.113.9");
         assert_eq!(source_ip(&request), Some("203.0.113.9".parse().unwrap()));
         // WHEN it is handled THEN the signature holds over the decoded bytes
         assert_eq!(status(&app, request).await, 200);
