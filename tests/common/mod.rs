@@ -283,13 +283,17 @@ pub async fn black_hole() -> String {
 }
 
 /// An SDK configuration whose every service is at `endpoint` (for clients built by the functions' own
-/// init, e.g. SSM at moto).
+/// init, e.g. SSM at moto). The per-service endpoint variables (`AWS_ENDPOINT_URL_SSM`, which
+/// `make test` exports) would win over `endpoint`, so they are not read.
 pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
-    sdk_config()
-        .await
-        .into_builder()
-        .endpoint_url(endpoint)
-        .build()
+    let base = sdk_config().await;
+    let mut builder = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint);
+    builder.set_region(base.region().cloned());
+    builder.set_credentials_provider(base.credentials_provider());
+    builder.set_timeout_config(base.timeout_config().cloned());
+    builder.build()
 }
 
 /// An SSM client at moto.
