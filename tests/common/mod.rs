@@ -6,6 +6,8 @@
 //! `cargo test`, they are started here if nothing answers on their ports.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod lambda_process;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
