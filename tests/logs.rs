@@ -114,8 +114,17 @@ async fn the_receiver_binary_at_trace_logs_its_decision_and_no_body_signature_or
     assert_eq!(decision["event_type"], "invoice.paid");
 
     // The runtime's raw event and the SDK's request bodies at TRACE would carry all of these.
-    assert!(!log.contains(&canary), "the webhook body reached the logs:\n{log}");
+    assert!(
+        !log.contains(&canary),
+        "the webhook body reached the logs:\n{log}"
+    );
     assert!(!log.contains(&v1), "the signature reached the logs:\n{log}");
-    assert!(!log.contains("v1="), "a signature header reached the logs:\n{log}");
-    assert!(!log.contains(SECRET), "the signing secret reached the logs:\n{log}");
+    assert!(
+        !log.contains("v1="),
+        "a signature header reached the logs:\n{log}"
+    );
+    assert!(
+        !log.contains(SECRET),
+        "the signing secret reached the logs:\n{log}"
+    );
 }

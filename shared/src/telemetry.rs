@@ -62,7 +62,12 @@ impl std::fmt::Display for Outcome {
 /// The crates whose logs are ours (their names as `tracing` targets): the library, both functions and
 /// the operator CLI. Only these log at the level asked for. A directive matches every target that
 /// starts with it, so a test keeps any dependency from sharing one of these prefixes.
-pub const OUR_CRATES: [&str; 4] = ["stripe_pipeline", "receiver", "processor", "stripe_webhooks"];
+pub const OUR_CRATES: [&str; 4] = [
+    "stripe_pipeline",
+    "receiver",
+    "processor",
+    "stripe_webhooks",
+];
 
 /// Installs the JSON subscriber. Level from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), then
 /// `RUST_LOG`, else `info`; see [`log_filter`] for where it applies. No timestamp (CloudWatch stamps each
@@ -225,9 +230,17 @@ mod tests {
         assert!(records!(filter(), "processor::handler", DEBUG));
         assert!(records!(filter(), "stripe_webhooks::poll", TRACE));
         // These print the raw invocation event and the SDK's request bodies below WARN.
-        assert!(!records!(filter(), "lambda_runtime::layers::api_response", DEBUG));
+        assert!(!records!(
+            filter(),
+            "lambda_runtime::layers::api_response",
+            DEBUG
+        ));
         assert!(!records!(filter(), "lambda_http", INFO));
-        assert!(!records!(filter(), "aws_smithy_runtime::client::http", TRACE));
+        assert!(!records!(
+            filter(),
+            "aws_smithy_runtime::client::http",
+            TRACE
+        ));
         assert!(!records!(filter(), "hyper::proto::h1", DEBUG));
         assert!(records!(filter(), "lambda_runtime", WARN));
         assert!(records!(filter(), "aws_smithy_runtime", ERROR));
@@ -245,8 +258,16 @@ mod tests {
 
     #[test]
     fn the_default_info_keeps_our_decisions_and_hides_their_info() {
-        assert!(records!(log_filter(LevelFilter::INFO), "receiver::handler", INFO));
-        assert!(!records!(log_filter(LevelFilter::INFO), "receiver::handler", DEBUG));
+        assert!(records!(
+            log_filter(LevelFilter::INFO),
+            "receiver::handler",
+            INFO
+        ));
+        assert!(!records!(
+            log_filter(LevelFilter::INFO),
+            "receiver::handler",
+            DEBUG
+        ));
         assert!(!records!(log_filter(LevelFilter::INFO), "aws_config", INFO));
     }
 
@@ -257,7 +278,10 @@ mod tests {
         assert_eq!(log_level(" warn "), Some(LevelFilter::WARN));
         assert_eq!(log_level("off"), Some(LevelFilter::OFF));
         assert_eq!(log_level("hyper=trace,info"), Some(LevelFilter::INFO));
-        assert_eq!(log_level("debug,aws_smithy_runtime=trace"), Some(LevelFilter::DEBUG));
+        assert_eq!(
+            log_level("debug,aws_smithy_runtime=trace"),
+            Some(LevelFilter::DEBUG)
+        );
         assert_eq!(log_level("receiver=debug"), None);
         assert_eq!(log_level("[{body}]=trace"), None);
         assert_eq!(log_level(""), None);

@@ -30,9 +30,14 @@ pub fn cargo_bin(package: &str, bin: &str) -> PathBuf {
     // and again in the next plain `cargo build`.
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        let per_package = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_"]
-            .iter()
-            .any(|prefix| name.starts_with(prefix));
+        let per_package = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
         if per_package || name == "CARGO_PRIMARY_PACKAGE" || name == "CARGO_TARGET_TMPDIR" {
             command.env_remove(name.as_ref());
         }
@@ -89,7 +94,10 @@ async fn next(State(api): State<Api>) -> (HeaderMap, String) {
         "lambda-runtime-invoked-function-arn",
         "arn:aws:lambda:us-east-1:123456789012:function:test",
     );
-    set("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000");
+    set(
+        "lambda-runtime-trace-id",
+        "Root=1-00000000-000000000000000000000000",
+    );
     (headers, event.to_string())
 }
 
@@ -136,7 +144,10 @@ impl LambdaProcess {
         };
         let router = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
-            .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(response),
+            )
             .route("/2018-06-01/runtime/invocation/{id}/error", post(error))
             .route("/2018-06-01/runtime/init/error", post(error))
             .with_state(api);
