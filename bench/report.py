@@ -350,11 +350,13 @@ def flood_section():
             f"| {ratio(accepted, cpu) if c['name'] != 'accepted' else '1×'} | {c['wall_us_per_request']:,.1f} µs "
             f"| {c['dynamodb_requests'] / c['requests']:.2f} per request | {c['sqs_requests'] / c['requests']:.2f} per request |"
         )
+    over = cases.get("over_max_body", {}).get("cpu_us_per_request", 0)
     lines += [
         "",
-        "Refusals that never reach the HMAC (no or malformed header, over the limit, wrong method or",
-        "path) cost a few microseconds, mostly the log and metric lines; a forged signature costs one",
-        "HMAC-SHA256 over the body, which on a body near the limit is the most a forger can make the",
+        "Refusals decided before any hashing (no or malformed header, wrong method or path) cost a few",
+        "microseconds, mostly the log and metric lines. A body over the limit is refused unhashed too;",
+        f"its {over:,.0f} µs are mostly freeing the megabyte the request holds. A forged signature costs",
+        "one HMAC-SHA256 over the body, which on a body near the limit is the most a forger can make the",
         "receiver spend. None of them calls DynamoDB or SQS. In AWS the accepted request also waits on",
         "real DynamoDB and SQS (milliseconds each), which is wall time, not CPU: billed duration, not",
         "contention for the instance.",
