@@ -62,20 +62,9 @@ async fn the_receiver_binary_at_trace_logs_its_decision_and_no_body_signature_or
         .expect("a v1 signature")
         .to_owned();
 
-    let env = [
-        ("AWS_LAMBDA_LOG_LEVEL", "TRACE".to_owned()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()),
-        ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
-        ("EVENT_QUEUE_URL", resources.event_queue_url.clone()),
-        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
-        ("STRIPE_LIVEMODE", "false".to_owned()),
-        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
-        ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
-        ("AWS_REGION", REGION.to_owned()),
-        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-    ];
+    let mut env = receiver_env(&resources);
+    env.push(("AWS_LAMBDA_LOG_LEVEL", "TRACE".to_owned()));
+    env.push(("AWS_LAMBDA_LOG_FORMAT", "JSON".to_owned()));
     let output = std::env::temp_dir().join(format!("{}-receiver.log", resources.prefix));
     let mut function = LambdaProcess::start(
         &binary,
