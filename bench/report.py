@@ -1,9 +1,11 @@
 """Renders BENCHMARKS.md from the results `bench/run.sh` left in RESULTS_DIR.
 
-Usage: python bench/report.py RESULTS_DIR OUTPUT.md
+Usage: python bench/report.py RESULTS_DIR OUTPUT.md [--only STAGE...]
 
 Every figure in the output comes from the files of one run; a stage that did not run (or failed) is
-reported as such, never filled in from an earlier run.
+reported as such, never filled in from an earlier run. With `--only`, just those stages' sections are
+rendered and replace the sections of the same heading in the existing OUTPUT (each then says which
+run it comes from); the rest of the file is left as it was.
 """
 
 import json
@@ -13,6 +15,7 @@ from pathlib import Path
 
 RESULTS = Path(sys.argv[1])
 OUTPUT = Path(sys.argv[2])
+ONLY = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else None
 
 
 def load(name):
@@ -319,6 +322,51 @@ def cost_section():
     return lines
 
 
+def flood_section():
+    lines = ["## Receiver under a flood", ""]
+    f = load("flood.json")
+    if not f:
+        return lines + ["Not run in this run (stage `flood`).", ""]
+    cases = {c["name"]: c for c in f["cases"]}
+    accepted = cases["accepted"]["cpu_us_per_request"]
+    lines += [
+        "What a refused request costs the receiver beside an accepted one (`bench-driver flood`,",
+        "`bench/driver/src/flood.rs`): each kind of request handed to `receiver::handler::handle` in one",
+        "process, wired as `main.rs` wires it (release build, `MAX_BODY_BYTES`",
+        f"{f['max_body_bytes']:,}), one request at a time on a current-thread runtime, as a Lambda",
+        "instance serves them. CPU is that thread's user + system time (`/proc/thread-self/stat`; the AWS",
+        "SDK's work runs on it too) over all of a case's requests, JSON log line and EMF line included;",
+        "wall time includes waiting on DynamoDB Local and moto. DynamoDB and SQS requests are counted by",
+        "proxies on other threads; the run fails if a refusal makes one or a case gets another status.",
+        "",
+        "| request | status | requests | CPU per request | accepted ÷ this (CPU) | wall per request | DynamoDB calls | SQS calls |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for c in f["cases"]:
+        cpu = c["cpu_us_per_request"]
+        statuses = ", ".join(f"{k}" for k in c["statuses"])
+        lines.append(
+            f"| `{c['name']}`: {c['what']} | {statuses} | {c['requests']:,} | {cpu:,.1f} µs "
+            f"| {ratio(accepted, cpu) if c['name'] != 'accepted' else '1×'} | {c['wall_us_per_request']:,.1f} µs "
+            f"| {c['dynamodb_requests'] / c['requests']:.2f} per request | {c['sqs_requests'] / c['requests']:.2f} per request |"
+        )
+    over = cases.get("over_max_body", {}).get("cpu_us_per_request", 0)
+    lines += [
+        "",
+        "Refusals decided before any hashing (no or malformed header, wrong method or path) cost a few",
+        "microseconds, mostly the log and metric lines. A body over the limit is refused unhashed too;",
+        f"its {over:,.0f} µs are mostly freeing the megabyte the request holds. A forged signature costs",
+        "one HMAC-SHA256 over the body, which on a body near the limit is the most a forger can make the",
+        "receiver spend. None of them calls DynamoDB or SQS. In AWS the accepted request also waits on",
+        "real DynamoDB and SQS (milliseconds each), which is wall time, not CPU: billed duration, not",
+        "contention for the instance.",
+        "",
+    ]
+    if not f.get("passed", False):
+        lines += ["**This run failed its checks** (a refusal called AWS, or a status differed).", ""]
+    return lines
+
+
 def chaos_section():
     lines = ["## Chaos", ""]
     runs = [(m, RESULTS.parent / "chaos" / f"{m}.json") for m in ("full", "short")]
@@ -358,7 +406,49 @@ def chaos_section():
     return lines
 
 
+# Which stage renders which section (the order of the file).
+SECTIONS = [
+    ("verify", verification_section),
+    ("load", load_section),
+    ("coldstart", coldstart_section),
+    ("cost", cost_section),
+    ("flood", flood_section),
+    ("chaos", chaos_section),
+]
+
+
+def splice(existing, section):
+    """`existing` with the section of `section`'s heading replaced by it (or inserted before Chaos)."""
+    heading = section[0]
+    lines = existing.rstrip("\n").split("\n")
+    headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in headings if i > start), len(lines))
+    else:
+        start = end = next((i for i in headings if lines[i] == "## Chaos"), len(lines))
+    return "\n".join(lines[:start] + section + lines[end:]).rstrip() + "\n"
+
+
+def only(stages):
+    machine = load("machine.json") or {}
+    text = OUTPUT.read_text()
+    for stage, render in SECTIONS:
+        if stage in stages:
+            section = render()
+            section[2:2] = [
+                f"*Measured {machine.get('date', 'on an unknown date')} at commit "
+                f"{machine.get('commit', 'unknown')}, apart from the run above; same machine.*",
+                "",
+            ]
+            text = splice(text, section)
+    OUTPUT.write_text(text)
+
+
 def main():
+    if ONLY is not None:
+        only(ONLY)
+        return
     machine = load("machine.json")
     lines = [
         "# Benchmarks",
@@ -370,16 +460,13 @@ def main():
         "",
         "Reproduce: `make bench` (about 15 minutes; it starts the emulators if needed, installs",
         "stripe-python/gunicorn into the tools venv and stripe-node/Express/AWS SDK v3 under",
-        "`bench/node/`). `BENCH_STAGES='verify load coldstart size cost'` picks stages. The chaos suite is",
-        "separate: `make chaos` (and `make chaos-short`).",
+        "`bench/node/`). `BENCH_STAGES='verify load coldstart size cost flood'` picks stages. The chaos",
+        "suite is separate: `make chaos` (and `make chaos-short`).",
         "",
     ]
     lines += machine_section(machine)
-    lines += verification_section()
-    lines += load_section()
-    lines += coldstart_section()
-    lines += cost_section()
-    lines += chaos_section()
+    for _, render in SECTIONS:
+        lines += render()
     OUTPUT.write_text("\n".join(lines).rstrip() + "\n")
 
 

@@ -9,14 +9,17 @@
 #   coldstart  init time of each function against a local Runtime API, next to a hello-world binary
 #   cost       DynamoDB/SQS requests and sizes per event, priced per million events
 #   size       release arm64 zips (cargo lambda build --release --arm64 --output-format zip)
+#   flood      receiver CPU per refused request (no, malformed or forged signature, over the size
+#              limit, wrong method or path) beside an accepted one; refusals must call no DynamoDB/SQS
 # Knobs: BENCH_LOAD_EVENTS (unique events per receiver, 3000), BENCH_CONCURRENCY (16),
-# BENCH_OUTPUT (BENCHMARKS.md).
+# BENCH_OUTPUT (BENCHMARKS.md), BENCH_SPLICE=1 (render only the stages run, into the existing
+# BENCH_OUTPUT, leaving its other sections as they were: BENCH_STAGES=flood BENCH_SPLICE=1 make bench).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${STRIPE_PIPELINE_CACHE:-$HOME/.cache/stripe-webhook-pipeline}
 VENV=${STRIPE_PIPELINE_VENV:-$CACHE/venv}
-STAGES=${BENCH_STAGES:-verify load coldstart cost size}
+STAGES=${BENCH_STAGES:-verify load coldstart cost size flood}
 OUTPUT=${BENCH_OUTPUT:-$ROOT/BENCHMARKS.md}
 cd "$ROOT"
 
@@ -71,7 +74,7 @@ if has_stage verify; then
   node bench/node/verify.js "$RESULTS/payloads" >"$RESULTS/verify-node.json"
 fi
 
-if has_stage load || has_stage coldstart || has_stage cost; then
+if has_stage load || has_stage coldstart || has_stage cost || has_stage flood; then
   say "building the functions and the bench driver (release)"
   cargo build --release -p receiver -p processor -p bench-driver -p bench-hello
 fi
@@ -123,5 +126,18 @@ PY
   fi
 fi
 
-python3 bench/report.py "$RESULTS" "$OUTPUT"
+if has_stage flood; then
+  bash infra/emulators.sh start
+  eval "$(bash infra/emulators.sh env)"
+  say "flood: receiver CPU per refused request beside an accepted one"
+  # stdout is what the receiver logs: one JSON line and one EMF line per request.
+  "$TARGET/release/bench-driver" flood --results "$RESULTS" >"$RESULTS/flood-logs.txt"
+fi
+
+if [[ -n ${BENCH_SPLICE:-} ]]; then
+  # shellcheck disable=SC2086 # one argument per stage
+  python3 bench/report.py "$RESULTS" "$OUTPUT" --only $STAGES
+else
+  python3 bench/report.py "$RESULTS" "$OUTPUT"
+fi
 say "wrote $OUTPUT"

@@ -33,19 +33,8 @@ impl Watch {
         std::fs::create_dir_all(&dir).expect("test dir");
         let env_file = dir.join(format!("{}.env", resources.prefix));
         let log = dir.join(format!("{}.log", resources.prefix));
-        let env = [
-            ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
-            ("EVENT_QUEUE_URL", resources.event_queue_url.clone()),
-            ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
-            ("STRIPE_LIVEMODE", "false".to_owned()),
-            ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
-            ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
-            ("AWS_REGION", REGION.to_owned()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-            ("RUST_LOG", "info".to_owned()),
-        ];
+        let mut env = receiver_env(resources);
+        env.push(("RUST_LOG", "info".to_owned()));
         let lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         std::fs::write(&env_file, lines.join("\n")).expect("env file");
         let mut command = Command::new("cargo");

@@ -513,13 +513,15 @@ fn init_logs(json: bool) {
         telemetry::init();
         return;
     }
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned());
+    // The same rule as the functions' logs: the level is ours alone, the SDK stays at WARN.
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .as_deref()
+        .and_then(telemetry::log_level)
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(telemetry::log_filter(level))
         .with_target(false)
         .without_time()
         .init();

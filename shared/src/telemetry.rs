@@ -7,7 +7,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{filter::LevelFilter, EnvFilter};
 
 /// What became of one delivery (receiver) or one message (processor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,22 +63,62 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The crates whose logs are ours (their names as `tracing` targets): the library, both functions and
+/// the operator CLI. Only these log at the level asked for. A directive matches every target that
+/// starts with it, so a test keeps any dependency from sharing one of these prefixes.
+pub const OUR_CRATES: [&str; 4] = [
+    "stripe_pipeline",
+    "receiver",
+    "processor",
+    "stripe_webhooks",
+];
+
 /// Installs the JSON subscriber. Level from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), then
-/// `RUST_LOG`, else `info`. No timestamp (CloudWatch stamps each line) and no target (noise).
+/// `RUST_LOG`, else `info`; see [`log_filter`] for where it applies. No timestamp (CloudWatch stamps each
+/// line) and no target (noise).
 pub fn init() {
-    let filter = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .map(|level| level.to_lowercase())
+    let setting = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".to_owned());
+        .ok();
+    let level = setting
+        .as_deref()
+        .and_then(log_level)
+        .unwrap_or(LevelFilter::INFO);
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(log_filter(level))
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// The level a log setting asks for: its bare level (`debug`, `TRACE`, `off`; in a `RUST_LOG` list such
+/// as `debug,hyper=trace`, the bare one). `None` when it names none.
+///
+/// Per-target directives are dropped, not honoured: `hyper=trace` or `aws_smithy_runtime=debug` are
+/// precisely what would print request bodies again, and telling "ours" from "theirs" inside a directive
+/// (module paths, span and field filters) is easy to get wrong. One knob, the level, is all there is.
+pub fn log_level(setting: &str) -> Option<LevelFilter> {
+    setting
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty() && !part.contains(['=', '[', '{']))
+        .filter_map(|part| part.parse().ok())
+        .next_back()
+}
+
+/// `level` for [`OUR_CRATES`]; every other crate at WARN, or at `level` if that is stricter.
+///
+/// At DEBUG and TRACE, `lambda_runtime` / `lambda_http` print each raw invocation event (the webhook
+/// body and its `Stripe-Signature` header) and the AWS SDK's HTTP stack prints request bodies (the body
+/// we enqueue). Our own crates log decisions, never those, so only they follow the level.
+pub fn log_filter(level: LevelFilter) -> EnvFilter {
+    let others = level.min(LevelFilter::WARN);
+    let ours = OUR_CRATES.map(|krate| format!("{krate}={level}")).join(",");
+    EnvFilter::builder().parse_lossy(format!("{others},{ours}"))
 }
 
 /// Emits EMF metric lines for one function.
@@ -171,6 +211,103 @@ fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a subscriber with `filter` records an event of `target` at `level` (both literals:
+    /// `enabled!` builds a callsite from them).
+    macro_rules! records {
+        ($filter:expr, $target:literal, $level:ident) => {{
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter($filter)
+                .with_writer(std::io::sink)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::enabled!(target: $target, tracing::Level::$level)
+            })
+        }};
+    }
+
+    #[test]
+    fn at_trace_our_crates_trace_and_the_runtime_and_sdk_stay_at_warn() {
+        let filter = || log_filter(LevelFilter::TRACE);
+        assert!(records!(filter(), "receiver", TRACE));
+        assert!(records!(filter(), "stripe_pipeline::intake", TRACE));
+        assert!(records!(filter(), "processor::handler", DEBUG));
+        assert!(records!(filter(), "stripe_webhooks::poll", TRACE));
+        // These print the raw invocation event and the SDK's request bodies below WARN.
+        assert!(!records!(
+            filter(),
+            "lambda_runtime::layers::api_response",
+            DEBUG
+        ));
+        assert!(!records!(filter(), "lambda_http", INFO));
+        assert!(!records!(
+            filter(),
+            "aws_smithy_runtime::client::http",
+            TRACE
+        ));
+        assert!(!records!(filter(), "hyper::proto::h1", DEBUG));
+        assert!(records!(filter(), "lambda_runtime", WARN));
+        assert!(records!(filter(), "aws_smithy_runtime", ERROR));
+    }
+
+    #[test]
+    fn a_stricter_level_than_warn_applies_to_every_crate() {
+        assert!(!records!(log_filter(LevelFilter::ERROR), "receiver", WARN));
+        assert!(records!(log_filter(LevelFilter::ERROR), "receiver", ERROR));
+        assert!(!records!(log_filter(LevelFilter::ERROR), "hyper", WARN));
+        assert!(records!(log_filter(LevelFilter::ERROR), "hyper", ERROR));
+        assert!(!records!(log_filter(LevelFilter::OFF), "receiver", ERROR));
+        assert!(!records!(log_filter(LevelFilter::OFF), "hyper", ERROR));
+    }
+
+    #[test]
+    fn the_default_info_keeps_our_decisions_and_hides_their_info() {
+        assert!(records!(
+            log_filter(LevelFilter::INFO),
+            "receiver::handler",
+            INFO
+        ));
+        assert!(!records!(
+            log_filter(LevelFilter::INFO),
+            "receiver::handler",
+            DEBUG
+        ));
+        assert!(!records!(log_filter(LevelFilter::INFO), "aws_config", INFO));
+    }
+
+    #[test]
+    fn a_log_setting_yields_its_bare_level_and_never_a_per_target_one() {
+        assert_eq!(log_level("TRACE"), Some(LevelFilter::TRACE));
+        assert_eq!(log_level("debug"), Some(LevelFilter::DEBUG));
+        assert_eq!(log_level(" warn "), Some(LevelFilter::WARN));
+        assert_eq!(log_level("off"), Some(LevelFilter::OFF));
+        assert_eq!(log_level("hyper=trace,info"), Some(LevelFilter::INFO));
+        assert_eq!(
+            log_level("debug,aws_smithy_runtime=trace"),
+            Some(LevelFilter::DEBUG)
+        );
+        assert_eq!(log_level("receiver=debug"), None);
+        assert_eq!(log_level("[{body}]=trace"), None);
+        assert_eq!(log_level(""), None);
+        assert_eq!(log_level("loud"), None);
+    }
+
+    #[test]
+    fn no_dependency_shares_a_prefix_with_our_crates() {
+        // A directive `receiver=trace` also matches a crate named `receiver_foo`: such a dependency
+        // would log at our level.
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
+            .expect("Cargo.lock");
+        let names = lock
+            .lines()
+            .filter_map(|l| l.strip_prefix("name = \""))
+            .map(|n| n.trim_end_matches('"').replace('-', "_"));
+        for name in names {
+            if let Some(ours) = OUR_CRATES.iter().find(|ours| name.starts_with(**ours)) {
+                assert_eq!(&name, ours, "{name} would log at our crates' level");
+            }
+        }
+    }
 
     #[test]
     fn emf_document_declares_the_metrics_it_carries() {

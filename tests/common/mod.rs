@@ -6,6 +6,8 @@
 //! `cargo test`, they are started here if nothing answers on their ports.
 #![allow(missing_docs, unreachable_pub)]
 
+pub mod lambda_process;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
@@ -158,6 +160,23 @@ pub async fn secrets_manager() -> aws_sdk_secretsmanager::Client {
         .endpoint_url(secrets_manager_endpoint())
         .build();
     aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// The environment the real receiver binary needs to serve test-mode events with `resources`, against
+/// the emulators (what the template gives the function, with local credentials).
+pub fn receiver_env(resources: &Resources) -> Vec<(&'static str, String)> {
+    vec![
+        ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
+        ("EVENT_QUEUE_URL", resources.event_queue_url.clone()),
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("STRIPE_LIVEMODE", "false".to_owned()),
+        ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint()),
+        ("AWS_ENDPOINT_URL_SQS", sqs_endpoint()),
+        ("AWS_REGION", REGION.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]
 }
 
 pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;

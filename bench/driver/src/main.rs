@@ -5,6 +5,7 @@
 //! bench-driver load      --url URL [--pid PID]... --events N --concurrency N --json FILE
 //! bench-driver coldstart --binary NAME=PATH... [--runs N] --json FILE
 //! bench-driver cost      --results DIR
+//! bench-driver flood     --results DIR [--scale X]
 //! ```
 //!
 //! Run from the repository root with the emulators' environment (`infra/emulators.sh env`). Progress
@@ -12,7 +13,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use bench_driver::{chaos, coldstart, cost, load, proxy, Error};
+use bench_driver::{chaos, coldstart, cost, flood, load, proxy, Error};
 
 /// `--name value` options, repeatable.
 struct Args(HashMap<String, Vec<String>>);
@@ -143,9 +144,17 @@ async fn main() {
                 }
                 Err(e) => Err(e),
             },
-            _ => {
-                Err(format!("unknown command {command:?}: chaos | load | coldstart | cost").into())
-            }
+            "flood" => match args.get("scale", 1.0) {
+                Ok(scale) => {
+                    let results = args.text("results").unwrap_or_else(|| ".".to_owned());
+                    flood::run(&results, scale).await
+                }
+                Err(e) => Err(e),
+            },
+            _ => Err(format!(
+                "unknown command {command:?}: chaos | load | coldstart | cost | flood"
+            )
+            .into()),
         },
     };
     match result {
