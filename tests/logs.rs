@@ -101,6 +101,11 @@ async fn the_receiver_binary_at_trace_logs_its_decision_and_no_body_signature_or
         .unwrap_or_else(|| panic!("no decision line:\n{log}"));
     assert_eq!(decision["event_id"], id.as_str(), "{log}");
     assert_eq!(decision["event_type"], "invoice.paid");
+    // and it is the request's metric too: EMF on the same line, no second line carrying it
+    assert_eq!(decision["Outcome"], "enqueued", "{log}");
+    assert!(decision["_aws"]["CloudWatchMetrics"].is_array(), "{log}");
+    let emf_lines = log.lines().filter(|line| line.contains("\"_aws\"")).count();
+    assert_eq!(emf_lines, 1, "{log}");
 
     // The runtime's raw event and the SDK's request bodies at TRACE would carry all of these.
     assert!(

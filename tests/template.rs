@@ -1197,6 +1197,27 @@ fn optional_secrets_are_readable_only_when_given_and_only_those() {
 }
 
 #[test]
+fn functions_log_json_without_platform_lines_and_keep_decision_lines() {
+    let template = Template::load();
+    for function in ["ReceiverFunction", "ProcessorFunction"] {
+        let logging = template.property(function, "LoggingConfig");
+        assert_eq!(logging["LogFormat"].as_str(), Some("JSON"), "{function}");
+        // START/END/REPORT are INFO system lines: not ingested per invocation.
+        assert_eq!(
+            logging["SystemLogLevel"].as_str(),
+            Some("WARN"),
+            "{function}"
+        );
+        // Decision lines (INFO and above) carry the EMF metrics: Lambda must not drop them.
+        assert_eq!(
+            logging["ApplicationLogLevel"].as_str(),
+            Some("INFO"),
+            "{function}"
+        );
+    }
+}
+
+#[test]
 fn the_source_ip_allow_list_is_off_by_default_and_readable_only_when_named() {
     let template = Template::load();
     let parameter = "SourceIpAllowListParameter";

@@ -73,9 +73,17 @@ pub const OUR_CRATES: [&str; 4] = [
     "stripe_webhooks",
 ];
 
-/// Installs the JSON subscriber. Level from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging config), then
-/// `RUST_LOG`, else `info`; see [`log_filter`] for where it applies. No timestamp (CloudWatch stamps each
-/// line) and no target (noise).
+/// The `tracing` target of decision lines: one per request (receiver) or message (processor), each
+/// carrying its EMF metrics. [`log_filter`] lets them through at any level, so the metrics never depend
+/// on how verbose the logs are set.
+pub const DECISION: &str = "decision";
+
+/// The field a decision line carries its EMF document in ([`Metrics::emf`]); [`JsonLine`] writes the
+/// document's members at the top of the line, where CloudWatch looks for them.
+pub const EMF_FIELD: &str = "emf";
+
+/// Installs the JSON subscriber on stdout. Level from `AWS_LAMBDA_LOG_LEVEL` (set by Lambda's logging
+/// config), then `RUST_LOG`, else `info`; see [`log_filter`] for where it applies.
 pub fn init() {
     let setting = std::env::var("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|_| std::env::var("RUST_LOG"))
@@ -84,15 +92,93 @@ pub fn init() {
         .as_deref()
         .and_then(log_level)
         .unwrap_or(LevelFilter::INFO);
+    tracing::subscriber::set_global_default(json_lines(log_filter(level), std::io::stdout))
+        .unwrap_or_else(|_| eprintln!("a log subscriber was already installed"));
+}
+
+/// The functions' log subscriber: one [`JsonLine`] per event through `filter`, written to `writer`.
+/// [`init`] installs it on stdout; tests capture it with their own writer.
+pub fn json_lines<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(log_filter(level))
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(false)
-        .with_target(false)
-        .without_time()
-        .init();
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(JsonLine)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .finish()
+}
+
+/// One JSON object per line: `level`, the event's fields (`message` among them) at the top, the members
+/// of an [`EMF_FIELD`] document beside them, and the current span's fields under `span`. No timestamp
+/// (CloudWatch stamps each line) and no target (noise).
+///
+/// The metrics ride on the decision line instead of a line of their own: EMF reads `_aws` and the
+/// members it names wherever they are in a JSON log event, so one line per decision serves the logs and
+/// the metrics, and half the lines are not ingested.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = serde_json::Map::new();
+        line.insert("level".to_owned(), event.metadata().level().as_str().into());
+        event.record(&mut JsonVisitor(&mut line));
+        if let Some(serde_json::Value::String(document)) = line.remove(EMF_FIELD) {
+            if let Ok(serde_json::Value::Object(members)) = serde_json::from_str(&document) {
+                line.extend(members);
+            }
+        }
+        if let Some(span) = ctx.lookup_current() {
+            let mut fields = span
+                .extensions()
+                .get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                .and_then(|f| serde_json::from_str::<serde_json::Value>(f.as_str()).ok())
+                .and_then(|v| match v {
+                    serde_json::Value::Object(map) => Some(map),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            fields.insert("name".to_owned(), span.name().into());
+            line.insert("span".to_owned(), fields.into());
+        }
+        writeln!(writer, "{}", serde_json::Value::Object(line))
+    }
+}
+
+/// An event's fields as JSON values: numbers and booleans as themselves, everything else as text.
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.into());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), format!("{value:?}").into());
+    }
 }
 
 /// The level a log setting asks for: its bare level (`debug`, `TRACE`, `off`; in a `RUST_LOG` list such
@@ -115,10 +201,14 @@ pub fn log_level(setting: &str) -> Option<LevelFilter> {
 /// At DEBUG and TRACE, `lambda_runtime` / `lambda_http` print each raw invocation event (the webhook
 /// body and its `Stripe-Signature` header) and the AWS SDK's HTTP stack prints request bodies (the body
 /// we enqueue). Our own crates log decisions, never those, so only they follow the level.
+///
+/// [`DECISION`] lines pass at INFO whatever the level (and at `level` when it is more verbose): each one
+/// carries the request's metrics, which alarms and the dashboard need however quiet the logs are set.
 pub fn log_filter(level: LevelFilter) -> EnvFilter {
     let others = level.min(LevelFilter::WARN);
     let ours = OUR_CRATES.map(|krate| format!("{krate}={level}")).join(",");
-    EnvFilter::builder().parse_lossy(format!("{others},{ours}"))
+    let decisions = level.max(LevelFilter::INFO);
+    EnvFilter::builder().parse_lossy(format!("{others},{ours},{DECISION}={decisions}"))
 }
 
 /// Emits EMF metric lines for one function.
@@ -159,9 +249,10 @@ impl Metrics {
         })
     }
 
-    /// Writes one outcome's metric line to stdout, where Lambda ships it to CloudWatch.
-    pub fn record(&self, outcome: Outcome, latency_ms: u64) {
-        println!("{}", self.document(outcome, latency_ms));
+    /// [`document`](Self::document) as the text a decision line carries in its [`EMF_FIELD`]:
+    /// `info!(target: DECISION, emf = metrics.emf(outcome, latency_ms).as_str(), ...)`.
+    pub fn emf(&self, outcome: Outcome, latency_ms: u64) -> String {
+        self.document(outcome, latency_ms).to_string()
     }
 
     /// The EMF document for one notification a channel refused for good: `MisconfiguredChannel`
@@ -224,6 +315,87 @@ mod tests {
                 tracing::enabled!(target: $target, tracing::Level::$level)
             })
         }};
+    }
+
+    #[test]
+    fn decision_lines_pass_at_every_level_so_their_metrics_always_do() {
+        assert_eq!(DECISION, "decision");
+        for level in [LevelFilter::OFF, LevelFilter::ERROR, LevelFilter::WARN] {
+            assert!(records!(log_filter(level), "decision", INFO), "{level}");
+            assert!(!records!(log_filter(level), "decision", DEBUG), "{level}");
+        }
+        assert!(records!(log_filter(LevelFilter::DEBUG), "decision", DEBUG));
+        // and only decisions: the rest of our crates follow the level
+        assert!(!records!(log_filter(LevelFilter::WARN), "receiver", INFO));
+    }
+
+    /// The lines `json_lines` writes while `f` runs.
+    fn lines_of(f: impl FnOnce()) -> Vec<serde_json::Value> {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = json_lines(log_filter(LevelFilter::INFO), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+            .collect()
+    }
+
+    #[test]
+    fn a_decision_line_is_also_its_metric_line() {
+        let metrics = Metrics::new("Ns", "processor");
+        let lines = lines_of(|| {
+            let span = tracing::info_span!("message", message_id = "m-1");
+            let _entered = span.enter();
+            tracing::info!(
+                target: "decision",
+                event_id = "evt_1",
+                outcome = %Outcome::Handled,
+                latency_ms = 7u64,
+                notified = true,
+                emf = metrics.emf(Outcome::Handled, 7).as_str(),
+                "event processed"
+            );
+        });
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        let line = &lines[0];
+        // The log fields, as before
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["message"], "event processed");
+        assert_eq!(line["event_id"], "evt_1");
+        assert_eq!(line["outcome"], "handled");
+        assert_eq!(line["latency_ms"], 7);
+        assert_eq!(line["notified"], true);
+        assert_eq!(line["span"]["message_id"], "m-1");
+        assert_eq!(line["span"]["name"], "message");
+        // The EMF document's members at the top, where CloudWatch reads them, and no text copy of it
+        assert!(line.get(EMF_FIELD).is_none(), "{line}");
+        let declared = &line["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], "Ns");
+        for metric in declared["Metrics"].as_array().unwrap() {
+            let name = metric["Name"].as_str().unwrap();
+            assert!(
+                line[name].is_number(),
+                "{name} declared but not on the line"
+            );
+        }
+        for dimension in declared["Dimensions"][0].as_array().unwrap() {
+            assert!(line[dimension.as_str().unwrap()].is_string());
+        }
+        assert_eq!(line["Outcome"], "handled");
+        assert_eq!(line["Function"], "processor");
     }
 
     #[test]

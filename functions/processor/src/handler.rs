@@ -29,7 +29,7 @@ use stripe_pipeline::{
     queue::{attribute, MessageBody, QueueError, QueueMessage},
     signature::unix_now,
     stripe_api::{OnBehalfOf, StripeApi, StripeApiError},
-    telemetry::{error_chain, Metrics, Outcome},
+    telemetry::{error_chain, Metrics, Outcome, DECISION},
 };
 use tracing::{error, info, warn, Instrument};
 
@@ -166,6 +166,7 @@ async fn process<S: DedupStore, B: BillingStore>(
                 Outcome::Ignored
             };
             info!(
+                target: DECISION,
                 event_id = %done.event_id,
                 event_type = %done.event_type,
                 outcome = %outcome,
@@ -173,13 +174,12 @@ async fn process<S: DedupStore, B: BillingStore>(
                 skipped = ?done.skipped,
                 notified = done.notified,
                 latency_ms,
+                emf = app.metrics.emf(outcome, latency_ms).as_str(),
                 "event processed"
             );
-            app.metrics.record(outcome, latency_ms);
         }
         Err(err) => {
-            error!(outcome = %Outcome::Failed, reason = err.reason(), error = %error_chain(err), latency_ms, receive_count = receive_count(message), "message failed; SQS will retry it");
-            app.metrics.record(Outcome::Failed, latency_ms);
+            error!(target: DECISION, outcome = %Outcome::Failed, reason = err.reason(), error = %error_chain(err), latency_ms, receive_count = receive_count(message), emf = app.metrics.emf(Outcome::Failed, latency_ms).as_str(), "message failed; SQS will retry it");
         }
     }
     result.map(|_| ())

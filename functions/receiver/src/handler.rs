@@ -21,7 +21,7 @@ use stripe_pipeline::{
     queue::EventQueue,
     signature::{SignatureError, SignatureVerifier},
     source_ips::SourceIpAllowList,
-    telemetry::{error_chain, Metrics, Outcome},
+    telemetry::{error_chain, Metrics, Outcome, DECISION},
 };
 use tracing::{error, info, warn};
 
@@ -169,50 +169,56 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
     let event_id = seen.event_id.as_deref().unwrap_or("");
     let event_type = seen.event_type.as_deref().unwrap_or("");
     let account = seen.account.as_deref().unwrap_or("");
-    let (outcome, response) = match result {
+    // Each branch below writes the one decision line, its metrics in it.
+    let metrics = |outcome| app.metrics.emf(outcome, latency_ms);
+    let response = match result {
         Ok(accepted) => {
             let (outcome, status) = match accepted {
                 Accepted::Enqueued => (Outcome::Enqueued, "enqueued"),
                 Accepted::Duplicate => (Outcome::Duplicate, "duplicate"),
                 Accepted::IgnoredTestMode => (Outcome::IgnoredTestMode, "ignored"),
             };
+            let emf = metrics(outcome);
+            let emf = emf.as_str();
             if accepted == Accepted::IgnoredTestMode {
-                info!(event_id, event_type, account, outcome = %outcome, reason = "test_mode_connect_event", latency_ms, "webhook ignored: a connected account's test-mode event at this live endpoint");
+                info!(target: DECISION, event_id, event_type, account, outcome = %outcome, reason = "test_mode_connect_event", latency_ms, emf, "webhook ignored: a connected account's test-mode event at this live endpoint");
             } else {
-                info!(event_id, event_type, outcome = %outcome, latency_ms, "webhook accepted");
+                info!(target: DECISION, event_id, event_type, outcome = %outcome, latency_ms, emf, "webhook accepted");
             }
             let body = serde_json::json!({ "status": status });
-            (outcome, respond(StatusCode::OK, &body))
+            respond(StatusCode::OK, &body)
         }
         Err(err) => {
             let outcome = err.outcome();
             let reason = err.reason();
             let source_ip = source_ip(&request).map(|ip| ip.to_string());
             let source_ip = source_ip.as_deref().unwrap_or("");
+            let emf = metrics(outcome);
+            let emf = emf.as_str();
             match &err {
                 ReceiverError::Intake(
                     IntakeError::Dedup(_)
                     | IntakeError::Queue(_)
                     | IntakeError::DeadlineExceeded { .. },
                 ) => {
-                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, error = %error_chain(&err), "webhook failed; stripe will retry");
+                    error!(target: DECISION, event_id, event_type, outcome = %outcome, reason, latency_ms, emf, error = %error_chain(&err), "webhook failed; stripe will retry");
                 }
                 // Signed, so from Stripe: error level, and the alarm on `refused` fires at the first one.
                 ReceiverError::NotAnEvent(parse) => {
-                    error!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip, error = %parse.detail(), "signed webhook refused: not an event we can read; stripe retries it for 3 days, then drops it");
+                    error!(target: DECISION, event_id, event_type, outcome = %outcome, reason, latency_ms, emf, source_ip, error = %parse.detail(), "signed webhook refused: not an event we can read; stripe retries it for 3 days, then drops it");
                 }
                 ReceiverError::LivemodeMismatch => {
-                    error!(event_id, event_type, account, outcome = %outcome, reason, latency_ms, source_ip, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
+                    error!(target: DECISION, event_id, event_type, account, outcome = %outcome, reason, latency_ms, emf, source_ip, livemode = ?seen.livemode, expected_livemode = ?app.livemode, "signed webhook refused: an event of the other mode; this endpoint's secret belongs to a stack of the other mode");
                 }
                 // The cheapest refusal there is (nothing read but the address): one line, no store.
                 ReceiverError::SourceNotAllowed => {
-                    warn!(outcome = %outcome, reason, latency_ms, source_ip, "webhook refused: source address not on the allow-list");
+                    warn!(target: DECISION, outcome = %outcome, reason, latency_ms, emf, source_ip, "webhook refused: source address not on the allow-list");
                 }
                 ReceiverError::Intake(IntakeError::InFlight) => {
-                    info!(event_id, event_type, outcome = %outcome, reason, latency_ms, "webhook in flight elsewhere; stripe will retry");
+                    info!(target: DECISION, event_id, event_type, outcome = %outcome, reason, latency_ms, emf, "webhook in flight elsewhere; stripe will retry");
                 }
                 _ => {
-                    warn!(event_id, event_type, outcome = %outcome, reason, latency_ms, source_ip, "webhook rejected");
+                    warn!(target: DECISION, event_id, event_type, outcome = %outcome, reason, latency_ms, emf, source_ip, "webhook rejected");
                 }
             }
             let body = serde_json::json!({ "error": err.to_string() });
@@ -222,10 +228,9 @@ pub async fn handle<S: DedupStore, Q: EventQueue>(
                     .headers_mut()
                     .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
             }
-            (outcome, response)
+            response
         }
     };
-    app.metrics.record(outcome, latency_ms);
     Ok(response)
 }
 
@@ -549,7 +554,8 @@ mod tests {
         }
     }
 
-    /// Runs `request` through `handle` with a JSON subscriber like the Lambda's, returning the log lines.
+    /// Runs `request` through `handle` with the Lambda's own JSON subscriber and filter (at INFO),
+    /// returning the log lines.
     async fn logged(
         app: &App<MemoryDedupStore, MemoryEventQueue>,
         request: Request,
@@ -568,11 +574,10 @@ mod tests {
         }
         let lines = Lines::default();
         let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_writer(move || writer.clone())
-            .finish();
+        let subscriber = stripe_pipeline::telemetry::json_lines(
+            stripe_pipeline::telemetry::log_filter(tracing::level_filters::LevelFilter::INFO),
+            move || writer.clone(),
+        );
         // The test runtime is single-threaded, so the thread's default subscriber sees every line.
         let _guard = tracing::subscriber::set_default(subscriber);
         handle(app, request).await.unwrap();
@@ -760,6 +765,9 @@ mod tests {
         assert_eq!(lines[0]["outcome"], "blocked");
         assert_eq!(lines[0]["reason"], "source_ip_not_allowed");
         assert_eq!(lines[0]["source_ip"], "203.0.113.9");
+        // and that one line is also the request's metric
+        assert_eq!(lines[0]["Outcome"], "blocked");
+        assert_eq!(lines[0]["Events"], 1);
         assert_eq!(
             ReceiverError::SourceNotAllowed.status(),
             StatusCode::FORBIDDEN
