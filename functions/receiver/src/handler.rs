@@ -320,17 +320,21 @@ fn respond(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
 }
 
 /// When this request's work must be done: the invocation's deadline (from the Lambda context) less
-/// [`ANSWER_RESERVE`]. Without a context (unit tests), the function's timeout from now stands in.
+/// [`ANSWER_RESERVE`]. Without a context (unit tests), the function's timeout from now stands in, and so
+/// it does when the context's deadline is no later than the reserve at the start: Lambda starts the
+/// handler with its whole timeout ahead, but `cargo lambda watch` stamps the deadline when the request
+/// arrives, which can be before a rebuild of the function has finished.
 fn work_deadline(request: &Request) -> tokio::time::Instant {
     let deadline_ms = request
         .lambda_context_ref()
         .map_or(0, |context| context.deadline);
-    let left = if deadline_ms == 0 {
+    let left = (UNIX_EPOCH + Duration::from_millis(deadline_ms))
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let left = if left <= ANSWER_RESERVE {
         Duration::from_secs(RECEIVER_TIMEOUT_SECS)
     } else {
-        (UNIX_EPOCH + Duration::from_millis(deadline_ms))
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
+        left
     };
     tokio::time::Instant::now() + left.saturating_sub(ANSWER_RESERVE)
 }
@@ -772,6 +776,17 @@ mod tests {
             ReceiverError::SourceNotAllowed.status(),
             StatusCode::FORBIDDEN
         );
+    }
+
+    #[tokio::test]
+    async fn a_context_deadline_already_past_at_the_start_is_not_taken_for_lambdas() {
+        // cargo lambda watch stamps the deadline on arrival; a rebuild can outlast it
+        let app = app();
+        let mut context = lambda_http::Context::default();
+        context.deadline = 1;
+        let request = signed(&fixture("invoice.paid"), unix_now()).with_lambda_context(context);
+        assert_eq!(status(&app, request).await, 200);
+        assert_eq!(app.queue.messages().len(), 1);
     }
 
     #[tokio::test]
