@@ -10,7 +10,12 @@
 # restart it mid-run.
 #
 # Usage: bench/load.sh RESULTS_DIR      Knobs: BENCH_LOAD_EVENTS (3000), BENCH_CONCURRENCY (16),
-#                                       BENCH_WORKERS (4), BENCH_PORT (9310)
+#                                       BENCH_WORKERS (4), BENCH_PORT (9310), BENCH_PROFILE (1)
+#
+# With BENCH_PROFILE=1 and perf installed, a system-wide `perf record` runs while the Rust receiver and
+# the no-op function take their load; bench/profile.py splits its samples by process and component
+# (profile.json). The functions are built with symbols for it (CARGO_PROFILE_RELEASE_STRIP=false:
+# the same code, the symbol table kept).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +30,23 @@ TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,s
 DRIVER=$TARGET/release/bench-driver
 say() { printf 'bench load: %s\n' "$*" >&2; }
 
+perf_pid=
+profile_start() {
+  [[ ${BENCH_PROFILE:-1} == 1 ]] && command -v perf >/dev/null || return 0
+  perf record -F 499 -a -o "$RESULTS/perf.data" >"$RESULTS/perf.log" 2>&1 &
+  perf_pid=$!
+}
+profile_stop() {
+  [[ -n $perf_pid ]] || return 0
+  kill -INT "$perf_pid" 2>/dev/null || true
+  wait "$perf_pid" 2>/dev/null || true
+  perf_pid=
+  perf script -i "$RESULTS/perf.data" -F comm,dso,sym 2>>"$RESULTS/perf.log" |
+    python3 bench/profile.py receiver bench-noop-http >"$RESULTS/profile.json" ||
+    say "profile: perf script failed (see $RESULTS/perf.log)"
+  rm -f "$RESULTS/perf.data"
+}
+
 server_pid=
 stop_server() {
   if [[ -n $server_pid ]]; then
@@ -33,7 +55,7 @@ stop_server() {
     server_pid=
   fi
 }
-trap stop_server EXIT
+trap 'profile_stop; stop_server' EXIT
 
 # Fresh tables and queues; exports DEDUP_TABLE_NAME, EVENT_QUEUE_URL, ...
 resources() {
@@ -70,12 +92,19 @@ env_file=$RESULTS/rust.env
   echo "RUST_LOG=info"
 } >"$env_file"
 say "rust: cargo lambda watch --release --concurrency $WORKERS"
-setsid cargo lambda watch --release --ignore-changes --concurrency "$WORKERS" --invoke-address 127.0.0.1 \
+CARGO_PROFILE_RELEASE_STRIP=false setsid cargo lambda watch --release --ignore-changes --concurrency "$WORKERS" --invoke-address 127.0.0.1 \
   --invoke-port "$PORT" --env-file "$env_file" >"$RESULTS/rust-watch.log" 2>&1 &
 server_pid=$!
 url=http://127.0.0.1:$PORT/lambda-url/receiver/webhooks/stripe
 wait_for "$url"
+noop_url=http://127.0.0.1:$PORT/lambda-url/bench-noop-http/webhooks/stripe
+wait_for "$noop_url"
+profile_start
 load rust "$url" /release/receiver cargo-lambda
+# The floor in the same harness: a lambda_http function that answers 200 without reading the request,
+# served by the same watch process (its URL names the binary; built by the wait above).
+load noop "$noop_url" /release/bench-noop-http cargo-lambda
+profile_stop
 stop_server
 
 # ---- Flask + stripe-python + boto3 under gunicorn ----------------------------------------------------

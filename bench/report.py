@@ -30,6 +30,10 @@ def us(ns):
     return f"{ns / 1000:,.1f} µs" if ns < 1e6 else f"{ns / 1e6:,.2f} ms"
 
 
+# Headline figures the sections record as they render, for the goals table (issue 16's targets).
+FIGURES = {}
+
+
 def ratio(a, b):
     return f"{a / b:,.1f}×" if b else "—"
 
@@ -89,6 +93,11 @@ def verification_section():
     overhead = {
         p: criterion_median("verify", p) / criterion_median("hmac_sha256", p) for p in ("3kb", "100kb")
     }
+    FIGURES["verify_over_hmac_3kb"] = overhead["3kb"]
+    if node:
+        FIGURES["node_over_rust_verify_parse_3kb"] = (
+            node["results"]["3kb"]["construct_event_ns"] / criterion_median("verify_and_parse", "3kb")
+        )
     lines += [
         "",
         f"Libraries: {python['library'] if python else 'stripe-python not run'} on "
@@ -107,7 +116,7 @@ def verification_section():
 
 def load_section():
     lines = ["## Receiver under load", ""]
-    runs = {name: load(f"load-{name}.json") for name in ("rust", "flask", "express")}
+    runs = {name: load(f"load-{name}.json") for name in ("rust", "noop", "flask", "express")}
     if not runs["rust"]:
         return lines + ["Not run in this run (stage `load`).", ""]
     r = runs["rust"]
@@ -132,7 +141,9 @@ def load_section():
         "| receiver | throughput | p50 | p99 | CPU per 1000 webhooks | peak RSS (all processes) | peak RSS (largest) | answers |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for name, label in (("rust", "Rust (cargo lambda watch)"), ("flask", "Flask + gunicorn"), ("express", "Express")):
+    rows = (("rust", "Rust (cargo lambda watch)"), ("noop", "no-op `lambda_http` (same watch)"),
+            ("flask", "Flask + gunicorn"), ("express", "Express"))
+    for name, label in rows:
         x = runs[name]
         if not x:
             lines.append(f"| {label} | not run | | | | | | |")
@@ -154,6 +165,21 @@ def load_section():
             f"| {ratio(x['p99_ms'], r['p99_ms'])} | {ratio(x['cpu_ms_per_1000'], r['cpu_ms_per_1000'])} "
             f"| {ratio(x['peak_rss_mib_max_process'], r['peak_rss_mib_max_process'])} |"
         )
+    FIGURES["rust_cpu_ms_per_1000"] = r["cpu_ms_per_1000"]
+    for name in ("flask", "express", "noop"):
+        if runs[name]:
+            FIGURES[f"{name}_cpu_ms_per_1000"] = runs[name]["cpu_ms_per_1000"]
+    noop = runs["noop"]
+    if noop:
+        lines += [
+            "",
+            f"**The floor.** `bench-noop-http` (`bench/hello/src/noop_http.rs`), a `lambda_http` function that",
+            "answers 200 without reading the request, under the same `cargo lambda watch` in the same run,",
+            f"costs {noop['cpu_ms_per_1000']:,.0f} ms of CPU per 1000 requests: the receiver spends",
+            f"**{ratio(r['cpu_ms_per_1000'], noop['cpu_ms_per_1000'])}** of that (goal: within ~2×); the",
+            f"difference, {r['cpu_ms_per_1000'] - noop['cpu_ms_per_1000']:,.0f} ms per 1000, is the receiver's",
+            "own work (see the profile below).",
+        ]
     lines += [
         "",
         "What `cargo lambda watch` adds: every request goes client → watch's HTTP server (converted to a",
@@ -162,12 +188,55 @@ def load_section():
         f"emulator's own CPU was {r['side_cpu_ms_per_1000']:,.0f} ms per 1000 webhooks "
         f"(peak RSS {r['side_peak_rss_mib_total']:,.0f} MiB) and is **not** counted in the Rust row; it",
         "does count in Rust's latency and throughput, so those are pessimistic for Rust. In AWS, API",
-        "Gateway and the Lambda service play that part. The functions also log one JSON line and one EMF",
-        "line per request (the Flask and Express apps log nothing), which the Rust CPU figure includes.",
+        "Gateway and the Lambda service play that part. The receiver also logs one JSON line per request",
+        "(its decision, with the EMF metrics in it; the Flask and Express apps log nothing), which the",
+        "Rust CPU figure includes.",
         "With all three on two shared cores next to DynamoDB Local (Java) and moto (Python), throughput and",
         "latency are mostly the emulators' and tell little; CPU per webhook and memory are the server's own.",
         "",
     ]
+    return lines + profile_lines(r, noop)
+
+
+def profile_lines(rust, noop):
+    """Where the receiver's CPU goes, from the system-wide perf record of the load stage."""
+    p = load("profile.json")
+    if not p or not p.get("receiver", {}).get("samples"):
+        return ["Profile: not taken in this run (perf missing, or `BENCH_PROFILE=0`).", ""]
+    rec = p["receiver"]
+    floor = p.get("bench-noop-http", {})
+    per = lambda share, run: share * run["cpu_ms_per_1000"] if run else 0.0  # µs per webhook
+    lines = [
+        "### Where the receiver's CPU goes",
+        "",
+        "`perf record -F 499 -a` while the two Rust loads ran (`bench/load.sh`; binaries built with their",
+        "symbol table), samples of each function's processes grouped by component (`bench/profile.py`:",
+        "by the first crate a symbol names; the kernel and libc by shared object). µs per webhook is the",
+        "component's share of samples times the CPU per webhook measured above.",
+        "",
+        "| component | receiver | µs per webhook | no-op `lambda_http` | µs per request |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    floor_share = {c["name"]: c["share"] for c in floor.get("components", [])}
+    names = [c["name"] for c in rec["components"]] + [n for n in floor_share if n not in {c["name"] for c in rec["components"]}]
+    rec_share = {c["name"]: c["share"] for c in rec["components"]}
+    for name in names:
+        a, b = rec_share.get(name, 0.0), floor_share.get(name, 0.0)
+        lines.append(
+            f"| {name} | {a:.1%} | {per(a, rust):,.0f} | {b:.1%} | {per(b, noop):,.0f} |"
+        )
+    lines += [
+        f"| samples | {rec['samples']:,} | | {floor.get('samples', 0):,} | |",
+        "",
+        "Hottest symbols of the receiver:",
+        "",
+        "| symbol | share |",
+        "| --- | ---: |",
+    ]
+    for s in rec["top_symbols"][:12]:
+        symbol = s["symbol"].replace("|", "\\|")
+        lines.append(f"| `{symbol}` | {s['share']:.1%} |")
+    lines.append("")
     return lines
 
 
@@ -191,6 +260,9 @@ def coldstart_section():
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         hello = cold.get("hello")
+        for name in ("receiver", "processor"):
+            if cold.get(name) and hello:
+                FIGURES[f"{name}_init_over_hello"] = cold[name]["p50_ms"] / hello["p50_ms"]
         for name in ("receiver", "processor", "hello"):
             c = cold.get(name)
             if not c:
@@ -210,6 +282,7 @@ def coldstart_section():
             "| --- | ---: | ---: |",
         ]
         for name, z in sizes["sizes"].items():
+            FIGURES[f"{name}_zip_mb"] = z["zip"] / 1e6
             lines.append(f"| {name} | {z['zip'] / 1e6:.2f} MB | {z['unzipped'] / 1e6:.2f} MB |")
         lines.append("")
     elif "size" in (load("stages.txt") or ""):
@@ -230,7 +303,9 @@ PRICES = {
     "logs_gb": 0.50,
 }
 MEMORY_GB = 0.25  # template.yaml Globals.Function.MemorySize: 256
-PLATFORM_LOG_BYTES = 500  # Lambda's own start/report lines per invocation (JSON log format), estimated
+# Lambda's own START/END/REPORT lines per invocation: none reach CloudWatch with the template's
+# LoggingConfig (JSON format, SystemLogLevel WARN), so the model counts only the functions' own lines.
+PLATFORM_LOG_BYTES = 0
 
 
 def units(counts, kind):
@@ -240,6 +315,39 @@ def units(counts, kind):
         if (op in reads) == (kind == "read"):
             total += c["units"]
     return total
+
+
+def write_units_table(receiver, processor, events):
+    """Write units per event by the item written: where the DynamoDB bill comes from."""
+    by_item = {}
+    for side, counts in (("receiver", receiver), ("processor", processor)):
+        for op, c in counts.items():
+            for kind, units in c.get("write_units_by_item", {}).items():
+                row = by_item.setdefault(kind, {"receiver": 0.0, "processor": 0.0, "ops": set()})
+                row[side] += units
+                row["ops"].add(op)
+    if not by_item:
+        return []
+    lines = [
+        "Write units per event, by item (items sized as DynamoDB sizes them: attribute names and values;",
+        "a write in a transaction counts 2 per started KB; an item in the `ByFeed` index costs one standard",
+        "index write more; updates and deletes are counted as 1 KB, as every item they touch here is smaller):",
+        "",
+        "| item | operations | receiver | processor |",
+        "| --- | --- | ---: | ---: |",
+    ]
+    total = {"receiver": 0.0, "processor": 0.0}
+    for kind, row in sorted(by_item.items()):
+        total["receiver"] += row["receiver"]
+        total["processor"] += row["processor"]
+        lines.append(
+            f"| {kind} | {', '.join(sorted(row['ops']))} | {row['receiver'] / events:.2f} | {row['processor'] / events:.2f} |"
+        )
+    lines += [
+        f"| **all** | | **{total['receiver'] / events:.2f}** | **{total['processor'] / events:.2f}** |",
+        "",
+    ]
+    return lines
 
 
 def cost_section():
@@ -269,21 +377,25 @@ def cost_section():
          invocations * PRICES["lambda_request"]),
         ("Processor Lambda, compute", f"{processor_ms} ms × 256 MB per batch (measured mean, rounded up)",
          invocations * processor_ms / 1000 * MEMORY_GB * PRICES["lambda_arm_gb_s"]),
-        ("DynamoDB writes", f"{wru / 1e6:.2f} WRU per event (transactions count double)", wru * PRICES["dynamodb_wru"]),
+        ("DynamoDB writes", f"{wru / 1e6:.2f} WRU per event (transactions count double; index writes included)",
+         wru * PRICES["dynamodb_wru"]),
         ("DynamoDB reads", f"{rru / 1e6:.2f} RRU per event", rru * PRICES["dynamodb_rru"]),
         ("SQS, receiver", f"{sqs_rec / 1e6:.2f} requests per event (SendMessage, per 64 KB chunk)", sqs_rec * PRICES["sqs_request"]),
         ("SQS, event source mapping", f"{sqs_proc / 1e6:.2f} requests per event (ReceiveMessage, DeleteMessageBatch)",
          sqs_proc * PRICES["sqs_request"]),
-        ("CloudWatch Logs ingestion", f"{log_gb:.2f} GB: {log_bytes / n:,.0f} B of function logs per event + "
-         f"~{PLATFORM_LOG_BYTES} B of Lambda platform lines per invocation", log_gb * PRICES["logs_gb"]),
+        ("CloudWatch Logs ingestion", f"{log_gb:.2f} GB: {log_bytes / n:,.0f} B of function logs per event "
+         "(one JSON line per decision, EMF metrics in it; no platform lines at SystemLogLevel WARN)",
+         log_gb * PRICES["logs_gb"]),
     ]
     total = sum(r[2] for r in rows)
+    FIGURES["cost_per_million"] = total
+    FIGURES["dynamodb_writes_per_million"] = wru * PRICES["dynamodb_wru"]
     lines += [
         f"Measured by `bench-driver cost` on {n:,} events of generated customer histories (the real handler",
         "mix: subscriptions, invoices, checkout, refund), each delivered once and processed in batches as",
         "the event source mapping delivers them, with a counting proxy in front of DynamoDB Local and moto:",
-        "every request the functions and the poller make is counted, DynamoDB units estimated from the",
-        f"request items' JSON size (which slightly overstates DynamoDB's own sizing). Mean event size",
+        "every request the functions and the poller make is counted, DynamoDB units computed from the",
+        f"request items with DynamoDB's item sizing (table below). Mean event size",
         f"{c['event_bytes']['mean']:,.0f} B. Durations are the functions' handler times against the",
         "emulators on this machine; real DynamoDB and SQS answer in a few ms to ~20 ms, so treat the",
         "Lambda compute lines as an order of magnitude.",
@@ -310,6 +422,7 @@ def cost_section():
         "dashboard, and data transfer.",
         "",
     ]
+    lines += write_units_table(rec["dynamodb"], proc["dynamodb"], n)
     req = rec["dynamodb"]
     lines += ["Requests per event, by operation (receiver | processor + poller):", ""]
     lines += ["| operation | receiver | processor |", "| --- | ---: | ---: |"]
@@ -407,6 +520,50 @@ def chaos_section():
 
 
 # Which stage renders which section (the order of the file).
+def goals_section():
+    """Each of issue 16's targets against this run's figures: met, or by how much it falls short."""
+    f = FIGURES
+    goals = [
+        ("cost per million events, end to end", "≤ $3.50", f.get("cost_per_million"),
+         lambda v: v <= 3.50, lambda v: f"${v:,.2f}", lambda v: f"${v - 3.50:,.2f} over"),
+        ("receiver CPU per webhook, Flask ÷ Rust", "≥ 12×",
+         f["flask_cpu_ms_per_1000"] / f["rust_cpu_ms_per_1000"] if "flask_cpu_ms_per_1000" in f and "rust_cpu_ms_per_1000" in f else None,
+         lambda v: v >= 12, lambda v: f"{v:.1f}×", lambda v: f"{12 / v:.1f}× short"),
+        ("receiver CPU per webhook, Express ÷ Rust", "≥ 6×",
+         f["express_cpu_ms_per_1000"] / f["rust_cpu_ms_per_1000"] if "express_cpu_ms_per_1000" in f and "rust_cpu_ms_per_1000" in f else None,
+         lambda v: v >= 6, lambda v: f"{v:.1f}×", lambda v: f"{6 / v:.1f}× short"),
+        ("receiver CPU per webhook ÷ no-op `lambda_http`", "≤ ~2×",
+         f["rust_cpu_ms_per_1000"] / f["noop_cpu_ms_per_1000"] if "noop_cpu_ms_per_1000" in f and "rust_cpu_ms_per_1000" in f else None,
+         lambda v: v <= 2.2, lambda v: f"{v:.1f}×", lambda v: f"{v / 2:.1f}× over"),
+        ("verify + parse (3 KB), stripe-node ÷ Rust", "≥ 5×", f.get("node_over_rust_verify_parse_3kb"),
+         lambda v: v >= 5, lambda v: f"{v:.1f}×", lambda v: f"{5 / v:.1f}× short"),
+        ("verification ÷ bare HMAC (3 KB)", "≤ 1.2×", f.get("verify_over_hmac_3kb"),
+         lambda v: v <= 1.2, lambda v: f"{v:.2f}×", lambda v: f"{v / 1.2:.2f}× over"),
+        ("receiver init ÷ hello-world", "≤ 1.5×", f.get("receiver_init_over_hello"),
+         lambda v: v <= 1.5, lambda v: f"{v:.1f}×", lambda v: f"{v / 1.5:.1f}× over"),
+        ("processor init ÷ hello-world", "≤ 1.5×", f.get("processor_init_over_hello"),
+         lambda v: v <= 1.5, lambda v: f"{v:.1f}×", lambda v: f"{v / 1.5:.1f}× over"),
+        ("receiver arm64 zip", "≤ 2.7 MB", f.get("receiver_zip_mb"),
+         lambda v: v <= 2.7, lambda v: f"{v:.2f} MB", lambda v: f"{v - 2.7:.2f} MB over"),
+        ("processor arm64 zip", "≤ 2.7 MB", f.get("processor_zip_mb"),
+         lambda v: v <= 2.7, lambda v: f"{v:.2f} MB", lambda v: f"{v - 2.7:.2f} MB over"),
+    ]
+    lines = [
+        "## Goals",
+        "",
+        "The targets of issue 16 against this run's figures (each from its section below).",
+        "",
+        "| figure | goal | this run | |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for name, goal, value, met, show, short in goals:
+        if value is None:
+            lines.append(f"| {name} | {goal} | not run | |")
+        else:
+            lines.append(f"| {name} | {goal} | {show(value)} | {'met' if met(value) else short(value)} |")
+    return lines + [""]
+
+
 SECTIONS = [
     ("verify", verification_section),
     ("load", load_section),
@@ -465,8 +622,10 @@ def main():
         "",
     ]
     lines += machine_section(machine)
+    sections = []
     for _, render in SECTIONS:
-        lines += render()
+        sections += render()
+    lines += goals_section() + sections
     OUTPUT.write_text("\n".join(lines).rstrip() + "\n")
 
 

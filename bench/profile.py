@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Where a process's CPU went: reads `perf script -F comm,dso,sym` output (a flat, system-wide
+`perf record` of the load stage) and writes, per command name, the share of samples by component
+and the top symbols, as JSON for bench/report.py.
+
+Usage: perf script -i perf.data -F comm,dso,sym | bench/profile.py receiver bench-noop-http > profile.json
+
+Components are named from the demangled symbol's crates (the first crate named in it that is not
+core/alloc/std, so `<hyper::... as tower::Service>::call` counts as hyper) and, for code outside the
+binary, from the shared object: the kernel (system calls, the network stack, page faults), libc
+(malloc, memcpy). A stripped binary has no symbols: its samples count as "binary (no symbols)".
+"""
+
+import collections
+import json
+import re
+import sys
+
+# Crate prefixes grouped into what they do for a webhook.
+COMPONENTS = [
+    ("signature (HMAC-SHA256, hex, constant-time compare)", ("sha2", "hmac", "hex", "subtle", "digest", "stripe_pipeline::signature")),
+    ("AWS request signing (SigV4)", ("aws_sigv4",)),
+    ("AWS SDK request pipeline (smithy orchestrator, serialisation, retries)", ("aws_smithy", "aws_sdk", "aws_runtime", "aws_types", "aws_credential", "aws_config")),
+    ("HTTP client and server (hyper, h2, http)", ("hyper", "h2", "http", "httparse", "tower")),
+    ("JSON (serde_json, the Runtime API event both ways)", ("serde_json", "serde", "aws_lambda_events", "lambda_http", "query_map")),
+    ("Lambda runtime client", ("lambda_runtime",)),
+    ("async runtime (tokio, futures)", ("tokio", "futures", "mio", "parking_lot")),
+    ("logging and metrics (tracing, JSON lines, EMF)", ("tracing", "stripe_pipeline::telemetry", "sharded_slab")),
+    ("the receiver's own logic (intake, dedup, queue)", ("receiver", "stripe_pipeline")),
+    ("TLS and crypto other than the signature", ("rustls", "aws_lc", "ring")),
+    ("Rust std/core/alloc (formatting, collections)", ("core", "alloc", "std", "hashbrown")),
+]
+
+CRATE = re.compile(r"([a-z_][a-z0-9_]*)::")
+
+
+def component(dso, sym):
+    if "kernel" in dso or dso.startswith("[") and dso != "[unknown]":
+        return "kernel (system calls, network stack, scheduling)"
+    if "libc" in dso or "ld-linux" in dso or "libpthread" in dso or "libm" in dso:
+        return "libc (malloc/free, memcpy)"
+    if not sym or sym == "[unknown]":
+        return "binary (no symbols)"
+    crates = [c for c in CRATE.findall(sym) if c not in ("core", "alloc", "std")] or CRATE.findall(sym)
+    for name, prefixes in COMPONENTS:
+        for crate in crates[:1]:
+            path = sym[sym.find(crate):]
+            if any(crate == p or crate.startswith(p + "_") or path.startswith(p) for p in prefixes):
+                return name
+    if sym.startswith(("malloc", "free", "realloc", "calloc", "mem", "__mem")):
+        return "libc (malloc/free, memcpy)"
+    return "other"
+
+
+def main():
+    wanted = sys.argv[1:]
+    samples = {c: collections.Counter() for c in wanted}
+    symbols = {c: collections.Counter() for c in wanted}
+    for line in sys.stdin:
+        parts = line.strip().split(None, 1)
+        if len(parts) < 2 or parts[0] not in samples:
+            continue
+        comm, rest = parts
+        # "<sym>+0x.. (<dso>)" or "[unknown] (<dso>)"
+        match = re.match(r"(.*?)\s+\(([^()]*)\)\s*$", rest)
+        sym, dso = (match.group(1), match.group(2)) if match else (rest, "")
+        sym = re.sub(r"\+0x[0-9a-f]+$", "", sym.strip())
+        samples[comm][component(dso, sym)] += 1
+        symbols[comm][sym if sym else f"[{dso}]"] += 1
+    out = {}
+    for comm in wanted:
+        total = sum(samples[comm].values())
+        out[comm] = {
+            "samples": total,
+            "components": [
+                {"name": name, "share": n / total} for name, n in samples[comm].most_common()
+            ] if total else [],
+            "top_symbols": [
+                {"symbol": sym[:140], "share": n / total} for sym, n in symbols[comm].most_common(15)
+            ] if total else [],
+        }
+    json.dump(out, sys.stdout, indent=2)
+
+
+if __name__ == "__main__":
+    main()
