@@ -3,10 +3,15 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::*;
 use receiver::handler::handle as receive;
 use serde_json::Value;
-use stripe_pipeline::{billing::DynamoBillingStore, signature::unix_now};
+use stripe_pipeline::{
+    billing::{self, BillingStore, DynamoBillingStore, Key},
+    feed::{self, FeedRecord},
+    signature::unix_now,
+};
 use stripe_webhooks::{console::Console, sqs::Queue};
 
 /// A history of today: what each event is, so expectations are computed from it, not typed in.
@@ -275,6 +280,57 @@ async fn the_api_lists_filters_pages_and_totals_a_scripted_day() {
     assert_eq!(detail["intake"]["state"], "enqueued");
     assert!(detail["applied_display"].is_string());
     assert_eq!(detail["record"]["amount_display"], "10.00 USD");
+
+    // The record is carried by the event's exactly-once marker: no item of its own.
+    let billing = DynamoBillingStore::new(
+        dynamodb(&dynamodb_endpoint()).await,
+        &resources.billing_table,
+    );
+    let marker = billing.get(&Key::event_marker(first)).await.unwrap();
+    assert!(
+        marker.is_some_and(|m| m.contains_key(feed::PARTITION)),
+        "the marker is in the feed index"
+    );
+    let own_item = Key::new(format!("FEED#{first}"), "FEED");
+    assert_eq!(billing.get(&own_item).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_record_from_before_markers_carried_it_still_shows() {
+    // GIVEN a feed record as an item of its own, as the processor wrote them before markers carried
+    // them (such items live on until their TTL)
+    let resources = Resources::create();
+    let console = console(&resources).await;
+    let body = event("payment_intent.succeeded", |o| {
+        o["amount"] = 4200.into();
+        o["amount_received"] = 4200.into();
+        o["currency"] = "usd".into();
+    });
+    let event = stripe_pipeline::event::StripeEvent::parse(&body).unwrap();
+    let now = unix_now() as i64;
+    let mut put = dynamodb(&dynamodb_endpoint())
+        .await
+        .put_item()
+        .table_name(&resources.billing_table)
+        .item("pk", AttributeValue::S(format!("FEED#{}", event.id)))
+        .item("sk", AttributeValue::S("FEED".to_owned()));
+    for (name, value) in FeedRecord::of(&event).marker_attributes(now) {
+        put = put.item(
+            name,
+            match value {
+                billing::Value::S(s) => AttributeValue::S(s),
+                billing::Value::N(n) => AttributeValue::N(n.to_string()),
+                billing::Value::Bool(b) => AttributeValue::Bool(b),
+            },
+        );
+    }
+    put.send().await.unwrap();
+
+    // THEN the feed lists it and its detail shows it
+    let listed = get(&console, "/api/events").await;
+    assert!(ids(&listed).contains(&event.id), "{listed}");
+    let detail = get(&console, &format!("/api/events/{}", event.id)).await;
+    assert_eq!(detail["record"]["amount_display"], "42.00 USD");
 }
 
 #[tokio::test]

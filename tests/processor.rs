@@ -784,6 +784,72 @@ async fn markers_and_notification_records_expire_after_the_configured_retention(
     assert_eq!(slack.texts().len(), 1);
 }
 
+#[tokio::test]
+async fn an_event_no_handler_acts_on_is_one_conditional_write_of_its_marker_with_its_feed_record() {
+    let resources = Resources::create();
+    let app = processor_app(&resources, None).await;
+    let body = with_event_id(&fixture("customer.created"), &unique_event_id());
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let marker_key = billing::Key::event_marker(&id);
+
+    // WHEN it is processed, THEN its marker carries its feed record and sits in the feed index
+    assert!(process_batch(&app, vec![message("m1", &body)])
+        .await
+        .is_empty());
+    let marker = app
+        .billing
+        .get(&marker_key)
+        .await
+        .unwrap()
+        .expect("a marker");
+    use billing::AttributesExt;
+    assert_eq!(marker.s("event_type"), Some("customer.created"));
+    assert_eq!(marker.s("outcome"), Some("unknown"));
+    assert!(marker.s(stripe_pipeline::feed::PARTITION).is_some());
+    assert!(marker.s(stripe_pipeline::feed::SORT).is_some());
+    assert_eq!(
+        billing_state(&resources).await,
+        Default::default(),
+        "nothing but the marker"
+    );
+
+    // AND a redelivery is acknowledged without writing it again
+    assert!(process_batch(&app, vec![message("m2", &body)])
+        .await
+        .is_empty());
+    assert_eq!(app.billing.get(&marker_key).await.unwrap(), Some(marker));
+
+    // AND the marker written alone is conditional and expires with the configured retention
+    let store = billing::DynamoBillingStore::new(
+        dynamodb(&dynamodb_endpoint()).await,
+        &resources.billing_table,
+    )
+    .with_marker_retention(Some(3_600));
+    let alone = billing::EventMarker::new(unique_event_id(), "customer.updated");
+    assert_eq!(
+        store.apply(&alone, Vec::new()).await.unwrap(),
+        billing::Applied::Now {
+            skipped: Vec::new()
+        }
+    );
+    assert_eq!(
+        store.apply(&alone, Vec::new()).await.unwrap(),
+        billing::Applied::Before
+    );
+    let written = store
+        .get(&billing::Key::event_marker(&alone.event_id))
+        .await
+        .unwrap()
+        .expect("the marker");
+    let now = stripe_pipeline::signature::unix_now() as i64;
+    assert!(written
+        .n(stripe_pipeline::feed::EXPIRES_AT)
+        .is_some_and(|at| (now + 3_500..=now + 3_700).contains(&at)));
+}
+
 /// A Stripe API that takes connections and never answers them.
 async fn stripe_that_never_answers() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

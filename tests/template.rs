@@ -617,7 +617,8 @@ fn billing_table_has_the_feed_index_and_ttl_the_code_uses() {
         );
     }
 
-    // Only feed records carry expires_at; billing state and the per-event markers never do.
+    // Markers (with their feed records), notification records and dispute entries carry
+    // expires_at; billing state never does.
     let ttl = template.property("BillingTable", "TimeToLiveSpecification");
     assert_eq!(
         ttl["AttributeName"].as_str(),
@@ -687,21 +688,21 @@ async fn emulator_billing_table_serves_the_feed_index_newest_first() {
     assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
     assert_eq!(ttl.attribute_name(), Some(feed::EXPIRES_AT));
 
-    // AND a query of one day's partition returns that day's feed records, newest first, and
-    // nothing without feed keys (a per-event marker)
+    // AND a query of one day's partition returns that day's event markers (which carry the feed
+    // records), newest first, and nothing without feed keys (a notification record)
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let day = "DAY#2026-11-24";
     let items = [
-        ("FEED#evt_old", Some("0001764000000#evt_old")),
-        ("FEED#evt_new", Some("0001764000100#evt_new")),
-        ("EVENT#evt_new", None),
+        ("EVENT#evt_old", "EVENT", Some("0001764000000#evt_old")),
+        ("EVENT#evt_new", "EVENT", Some("0001764000100#evt_new")),
+        ("EVENT#evt_new", "NOTIFY#slack.team", None),
     ];
-    for (pk, sort) in items {
+    for (pk, sk, sort) in items {
         let mut put = client
             .put_item()
             .table_name(&resources.billing_table)
             .item(billing::attr::PK, s(pk))
-            .item(billing::attr::SK, s("FEED"));
+            .item(billing::attr::SK, s(sk));
         if let Some(sort) = sort {
             put = put
                 .item(feed::PARTITION, s(day))
@@ -710,7 +711,7 @@ async fn emulator_billing_table_serves_the_feed_index_newest_first() {
         }
         put.send().await.expect("put_item");
     }
-    let found: Vec<String> = client
+    let found: Vec<(String, String)> = client
         .query()
         .table_name(&resources.billing_table)
         .index_name(feed::INDEX)
@@ -723,9 +724,13 @@ async fn emulator_billing_table_serves_the_feed_index_newest_first() {
         .expect("query the feed index")
         .items()
         .iter()
-        .filter_map(|item| item.get(billing::attr::PK)?.as_s().ok().cloned())
+        .filter_map(|item| {
+            let key = |name| item.get(name)?.as_s().ok().cloned();
+            Some((key(billing::attr::PK)?, key(billing::attr::SK)?))
+        })
         .collect();
-    assert_eq!(found, ["FEED#evt_new", "FEED#evt_old"]);
+    let marker = |pk: &str| (pk.to_owned(), "EVENT".to_owned());
+    assert_eq!(found, [marker("EVENT#evt_new"), marker("EVENT#evt_old")]);
 }
 
 #[test]
@@ -822,13 +827,14 @@ fn a_misconfigured_notification_channel_raises_an_alarm() {
 }
 
 #[test]
-fn processor_gets_the_feed_ttl_and_the_notification_sender() {
+fn processor_gets_the_dedup_ttl_and_the_notification_sender() {
     let template = Template::load();
     let variable = |function: &str, name: &str| -> Value {
         template.property(function, "Environment")["Variables"][name].clone()
     };
 
-    // Feed records live as long as the receiver remembers an event id: the same value.
+    // Markers (which carry feed records) must outlive the receiver's memory of an event id: the
+    // processor checks its retention against the same value.
     let receiver_ttl = variable("ReceiverFunction", config::DEDUP_TTL_SECS);
     assert_eq!(ref_to(&receiver_ttl), Some("DedupTtlSecs"));
     assert_eq!(

@@ -210,8 +210,8 @@ pub struct ProcessorConfig {
     pub routes: OptionalSecret,
     /// The sender of notification emails.
     pub email_from: Option<String>,
-    /// How long feed records live: the dedup table's TTL.
-    pub feed_ttl_secs: u64,
+    /// The receiver's dedup memory (`DEDUP_TTL_SECS`), which event markers must outlive.
+    pub dedup_ttl_secs: u64,
     /// How long event markers and notification records live; `None`: for ever.
     pub marker_retention_secs: Option<u64>,
     /// Stripe's API base URL.
@@ -337,7 +337,7 @@ impl ProcessorConfig {
         let slack = env.optional_secret(SLACK_WEBHOOK_URL, SLACK_WEBHOOK_SECRET_ARN)?;
         let stripe_api_key = env.optional_secret(STRIPE_API_KEY, STRIPE_API_KEY_SECRET_ARN)?;
         let routes = env.optional_secret(NOTIFICATION_ROUTES, NOTIFICATION_ROUTES_SECRET_ARN)?;
-        let feed_ttl_secs = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
+        let dedup_ttl_secs = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
         let marker_retention_secs = match env.parse(
             EVENT_MARKER_RETENTION_SECS,
             DEFAULT_EVENT_MARKER_RETENTION_SECS,
@@ -345,7 +345,7 @@ impl ProcessorConfig {
             0 => None,
             // A marker gone while the receiver still remembers the event would let an EventBridge
             // or redriven delivery of it apply its effects again.
-            secs if secs < feed_ttl_secs => {
+            secs if secs < dedup_ttl_secs => {
                 return Err(ConfigError::Invalid {
                     var: EVENT_MARKER_RETENTION_SECS,
                     reason: "must be 0 (keep) or at least DEDUP_TTL_SECS",
@@ -382,7 +382,7 @@ impl ProcessorConfig {
             stripe_api_key,
             routes,
             email_from: env.get(NOTIFICATION_EMAIL_FROM),
-            feed_ttl_secs,
+            dedup_ttl_secs,
             marker_retention_secs,
             stripe_api_base: env
                 .get(STRIPE_API_BASE)
@@ -555,7 +555,7 @@ mod tests {
         };
         let default = processor(&[]).unwrap();
         assert_eq!(default.marker_retention_secs, Some(7_776_000));
-        assert_eq!(default.feed_ttl_secs, 2_592_000);
+        assert_eq!(default.dedup_ttl_secs, 2_592_000);
         let keep = processor(&[(EVENT_MARKER_RETENTION_SECS, "0")]).unwrap();
         assert_eq!(keep.marker_retention_secs, None);
         let year = processor(&[(EVENT_MARKER_RETENTION_SECS, "31536000")]).unwrap();

@@ -1,16 +1,18 @@
 //! The event feed: one compact record per processed event, so people can see what happened to their
 //! money events (the CLI's console) without reading logs or calling Stripe.
 //!
-//! The processor writes the record in the same transaction as the event's exactly-once marker, so an
-//! event is in the feed exactly when its effects are applied. Records live in the billing table under
-//! `FEED#<event id>` / `FEED` and are indexed by the table's `ByFeed` GSI: partition `DAY#<UTC date
+//! The record is part of the event's exactly-once marker item (`EVENT#<event id>` / `EVENT`, see
+//! [`crate::billing::EventMarker`]): one write, and an event is in the feed exactly when its effects
+//! are applied. (Before markers carried it, records were items of their own, `FEED#<event id>` /
+//! `FEED`; readers fall back to those.) Markers are indexed by the table's `ByFeed` GSI: partition `DAY#<UTC date
 //! it was processed>` (one partition per day, queried newest first without a scan), sort key
 //! `<processed at, zero-padded>#<event id>`. Processing time, not the event's `created`: the feed is
 //! what reached the pipeline, in the order it did (a backfilled or resent event shows up when it
 //! arrives; its card still says when Stripe created it). A dispute also gets an entry in the partition `DISPUTES`,
-//! sorted by its evidence deadline, so "open disputes, nearest deadline first" is one query. Both
-//! expire with the dedup table's TTL (30 days by default; a dispute entry when its deadline has passed
-//! by a week), so the feed covers the window in which Stripe can still resend.
+//! sorted by its evidence deadline, so "open disputes, nearest deadline first" is one query (a second
+//! item, `FEED#<event id>` / `DISPUTE`). A record lives as long as its marker (90 days by default,
+//! three times the window in which Stripe can still resend); a dispute entry until its deadline has
+//! passed by a week.
 //!
 //! What a record says is read from the event's object generically (amount, currency, customer, email,
 //! decline reason), so every event type gets a card, including types no handler acts on.
@@ -186,33 +188,37 @@ impl FeedRecord {
         }
     }
 
-    /// The writes that store it, processed at `now`: the record (always) and, for a dispute with a
-    /// deadline, its open-dispute entry. `ttl_secs` is the dedup table's.
-    pub fn change(&self, now: i64, ttl_secs: i64) -> Change {
+    /// What the event's exactly-once marker carries for the feed, processed at `now`: the record and
+    /// its place in the `ByFeed` index. No expiry of its own: the marker's retention is the record's
+    /// (see [`crate::billing::EventMarker`]).
+    pub fn marker_attributes(&self, now: i64) -> Attributes {
         let mut item = self.attributes();
         item.insert(PARTITION.to_owned(), Value::S(day_partition(now)));
         item.insert(SORT.to_owned(), Value::S(sort_key(now, &self.event_id)));
         item.insert(RECORDED_AT.to_owned(), Value::N(now));
-        item.insert(EXPIRES_AT.to_owned(), Value::N(now + ttl_secs));
-        let mut writes = vec![Write {
-            key: Key::new(format!("FEED#{}", self.event_id), "FEED"),
-            op: Op::Put(item),
-            guards: vec![],
-        }];
-        if let (FeedOutcome::Disputed, Some(due_by), Some(dispute)) =
+        item
+    }
+
+    /// For a dispute with an evidence deadline, its entry in the open-disputes partition (a second
+    /// item, as it sorts by deadline, not by processing time), expiring a week after the deadline.
+    pub fn dispute_entry(&self) -> Option<Change> {
+        let (FeedOutcome::Disputed, Some(due_by), Some(dispute)) =
             (self.outcome, self.due_by, &self.object_id)
-        {
-            let mut entry = self.attributes();
-            entry.insert(PARTITION.to_owned(), Value::S(DISPUTES.to_owned()));
-            entry.insert(SORT.to_owned(), Value::S(sort_key(due_by, dispute)));
-            entry.insert(EXPIRES_AT.to_owned(), Value::N(due_by + DISPUTE_GRACE_SECS));
-            writes.push(Write {
+        else {
+            return None;
+        };
+        let mut entry = self.attributes();
+        entry.insert(PARTITION.to_owned(), Value::S(DISPUTES.to_owned()));
+        entry.insert(SORT.to_owned(), Value::S(sort_key(due_by, dispute)));
+        entry.insert(EXPIRES_AT.to_owned(), Value::N(due_by + DISPUTE_GRACE_SECS));
+        Some(Change::skippable(
+            "feed.dispute",
+            vec![Write {
                 key: Key::new(format!("FEED#{}", self.event_id), "DISPUTE"),
                 op: Op::Put(entry),
                 guards: vec![],
-            });
-        }
-        Change::skippable("feed", writes)
+            }],
+        ))
     }
 
     fn attributes(&self) -> Attributes {
@@ -380,25 +386,27 @@ mod tests {
         assert_eq!(dispute.outcome, FeedOutcome::Disputed);
         assert!(dispute.due_by.is_some());
         assert!(dispute.detail.is_some(), "the dispute reason");
-        let change = dispute.change(1_795_000_000, 30 * 86_400);
+        let entry = dispute.dispute_entry().expect("an open-dispute entry");
+        let Op::Put(item) = &entry.writes[0].op else {
+            panic!("a put");
+        };
+        assert_eq!(item.get(PARTITION), Some(&Value::S(DISPUTES.to_owned())));
         assert_eq!(
-            change.writes.len(),
-            2,
-            "the record and the open-dispute entry"
+            item.get(EXPIRES_AT),
+            Some(&Value::N(dispute.due_by.unwrap() + DISPUTE_GRACE_SECS))
         );
+        assert!(paid.dispute_entry().is_none(), "only disputes have one");
     }
 
     #[test]
     fn records_round_trip_through_attributes_and_sort_by_time() {
         let paid = record("invoice.paid");
-        let change = paid.change(1_795_000_000, 86_400);
-        let Op::Put(item) = &change.writes[0].op else {
-            panic!("a put");
-        };
-        assert_eq!(FeedRecord::from_attributes(item), Some(paid));
+        let item = paid.marker_attributes(1_795_000_000);
+        assert_eq!(FeedRecord::from_attributes(&item), Some(paid));
         assert_eq!(
             item.get(EXPIRES_AT),
-            Some(&Value::N(1_795_000_000 + 86_400))
+            None,
+            "the marker's retention is the record's"
         );
         assert_eq!(
             item.get(PARTITION),

@@ -331,26 +331,9 @@ mod tests {
 
     /// The lines `json_lines` writes while `f` runs.
     fn lines_of(f: impl FnOnce()) -> Vec<serde_json::Value> {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Buffer(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber = json_lines(log_filter(LevelFilter::INFO), move || writer.clone());
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
-            .collect()
+        let capture = crate::testing::LogCapture::start();
+        f();
+        capture.lines()
     }
 
     #[test]

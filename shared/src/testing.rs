@@ -1,6 +1,7 @@
 //! Generated Stripe event histories for tests: one customer's subscription, payments, credits and
 //! refund, as consistent events built from the fixtures (whose ids do not line up on their own).
 //! Shared by the unit property tests and the integration tests so both check the same histories.
+//! Also [`LogCapture`], the functions' log lines as a test sees them.
 
 use serde_json::{json, Value};
 
@@ -168,5 +169,55 @@ pub fn customer_history(tag: &str, t0: i64, refund: bool) -> History {
         events,
         paid_until: period_2,
         credits,
+    }
+}
+
+/// The JSON lines the functions' own subscriber ([`crate::telemetry::json_lines`] with
+/// [`crate::telemetry::log_filter`] at INFO) writes on this thread while the capture lives.
+#[derive(Debug)]
+pub struct LogCapture {
+    buffer: SharedBuffer,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut bytes) = self.0.lock() {
+            bytes.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Starts capturing. A single-threaded test runtime (tokio's default for `#[tokio::test]`) keeps
+    /// every line of the code under test on this thread.
+    pub fn start() -> Self {
+        use crate::telemetry::{json_lines, log_filter};
+        let buffer = SharedBuffer::default();
+        let writer = buffer.clone();
+        let subscriber = json_lines(
+            log_filter(tracing::level_filters::LevelFilter::INFO),
+            move || writer.clone(),
+        );
+        Self {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Every line so far, each parsed as the one JSON object it must be.
+    pub fn lines(&self) -> Vec<Value> {
+        let bytes = self.buffer.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
+            .collect()
     }
 }

@@ -277,13 +277,7 @@ pub fn request(body: &[u8], signature: Option<&str>) -> Request {
 
 /// `request` as API Gateway (HTTP API) hands it over from the client address `source_ip`.
 pub fn from_address(request: Request, source_ip: &str) -> Request {
-    use lambda_http::{
-        aws_lambda_events::apigw::ApiGatewayV2httpRequestContext, request::RequestContext,
-        RequestExt,
-    };
-    let mut context = ApiGatewayV2httpRequestContext::default();
-    context.http.source_ip = Some(source_ip.to_owned());
-    request.with_request_context(RequestContext::ApiGatewayV2(context))
+    receiver::handler::with_source_ip(request, source_ip)
 }
 
 /// An address that accepts connections and never answers: a dependency that hangs.
@@ -437,7 +431,6 @@ pub async fn processor_app_with_stripe(
             None,
         )
         .expect("router"),
-        feed_ttl_secs: TTL.as_secs() as i64,
         stripe,
         metrics: Metrics::new("IntegrationTest", "processor"),
     }
@@ -525,7 +518,7 @@ pub async fn billing_state(
                     .unwrap_or_default()
             };
             let (pk, sk) = (text("pk"), text("sk"));
-            // Markers, and feed records (keyed and timed by when they were processed), are not state.
+            // Markers (which carry the feed records) and dispute entries are not state.
             if sk == "EVENT" || pk.starts_with("FEED#") {
                 continue;
             }

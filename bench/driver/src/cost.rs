@@ -33,14 +33,24 @@ fn counts_json(
 ) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (op, a) in after {
-        let b = before.get(op).copied().unwrap_or_default();
+        let b = before.get(op).cloned().unwrap_or_default();
         if a.requests > b.requests {
+            let by_item: serde_json::Map<String, serde_json::Value> = a
+                .write_units_by_item
+                .iter()
+                .map(|(kind, units)| {
+                    let before = b.write_units_by_item.get(kind).copied().unwrap_or(0.0);
+                    ((*kind).to_owned(), serde_json::json!(units - before))
+                })
+                .filter(|(_, units)| units.as_f64().is_some_and(|u| u > 0.0))
+                .collect();
             out.insert(
                 op.clone(),
                 serde_json::json!({
                     "requests": a.requests - b.requests,
                     "body_bytes": a.body_bytes - b.body_bytes,
                     "units": a.units - b.units,
+                    "write_units_by_item": by_item,
                 }),
             );
         }

@@ -12,6 +12,7 @@ use std::{
 };
 
 use lambda_http::{http, Body, Request};
+use receiver::handler::with_source_ip;
 use stripe_pipeline::signature::{sign, unix_now, SigningSecret};
 
 use crate::{
@@ -54,24 +55,13 @@ const CASES: &[Case] = &[
     Case { name: "over_max_body", what: "body one byte over MAX_BODY_BYTES", status: 413, request: |i, _| post(&i.over_limit, Some(forged())) },
     Case { name: "wrong_method", what: "GET on the webhook path", status: 405, request: |_, _| to("GET", WEBHOOK_URL, Vec::new(), None) },
     Case { name: "wrong_path", what: "POST elsewhere", status: 404, request: |i, _| to("POST", "https://abc.execute-api.us-east-1.amazonaws.com/wp-login.php", i.delivered.clone(), None) },
-    Case { name: "not_allowed_1mb", what: "from an address not on the allow-list: forged header, body just under MAX_BODY_BYTES", status: 403, request: |i, _| from(post(&i.near_limit, Some(forged())), ELSEWHERE) },
+    Case { name: "not_allowed_1mb", what: "from an address not on the allow-list: forged header, body just under MAX_BODY_BYTES", status: 403, request: |i, _| with_source_ip(post(&i.near_limit, Some(forged())), ELSEWHERE) },
 ];
 
 /// The allow-list the run's receiver has on: one of Stripe's webhook addresses, which every case but
 /// `not_allowed_1mb` comes from.
 const STRIPE_ADDRESS: &str = "3.18.12.63";
 const ELSEWHERE: &str = "198.51.100.7";
-
-/// `request` as API Gateway hands it over from `source_ip`.
-fn from(request: Request, source_ip: &str) -> Request {
-    use lambda_http::{
-        aws_lambda_events::apigw::ApiGatewayV2httpRequestContext, request::RequestContext,
-        RequestExt,
-    };
-    let mut context = ApiGatewayV2httpRequestContext::default();
-    context.http.source_ip = Some(source_ip.to_owned());
-    request.with_request_context(RequestContext::ApiGatewayV2(context))
-}
 
 const WEBHOOK_URL: &str = "https://abc.execute-api.us-east-1.amazonaws.com/webhooks/stripe";
 /// Requests built ahead of each measured batch, so building them (a 1 MB copy) is not measured.
@@ -88,7 +78,7 @@ fn to(method: &str, url: &str, body: Vec<u8>, signature: Option<String>) -> Requ
     let request = builder
         .body(Body::Binary(body))
         .unwrap_or_else(|_| Request::default());
-    from(request, STRIPE_ADDRESS)
+    with_source_ip(request, STRIPE_ADDRESS)
 }
 
 fn post(body: &[u8], signature: Option<String>) -> Request {

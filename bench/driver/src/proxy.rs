@@ -91,24 +91,154 @@ impl FaultCounters {
 }
 
 /// What a counting proxy saw of one operation.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OperationCount {
     /// Requests.
     pub requests: u64,
     /// Request body bytes.
     pub body_bytes: u64,
-    /// Billed units, estimated from the request: DynamoDB write/read request units (items sized by their
-    /// JSON, which overstates DynamoDB's own sizing a little), SQS requests (one per 64 KB chunk).
+    /// Billed units, estimated from the request: DynamoDB write/read request units, SQS requests (one
+    /// per 64 KB chunk). See [`billed_units`].
     pub units: f64,
+    /// DynamoDB write units by the kind of item written (and index writes), summing to `units`.
+    pub write_units_by_item: BTreeMap<&'static str, f64>,
 }
 
 /// Requests seen by a counting proxy, per operation.
 pub type RequestCounts = Arc<Mutex<BTreeMap<String, OperationCount>>>;
 
-/// The billed units of one request (see [`OperationCount::units`]).
-fn billed_units(operation: &str, body: &[u8]) -> f64 {
+/// The attributes naming the pipeline's items: the billing table's keys, the dedup table's key.
+const PK: &str = "pk";
+const SK: &str = "sk";
+const DEDUP_KEY: &str = "event_id";
+/// The `ByFeed` GSI's key attributes (`stripe_pipeline::feed`): an item carrying both is also written
+/// to the index.
+const INDEX_KEYS: [&str; 2] = ["feed_partition", "feed_sort"];
+
+/// What kind of pipeline item a key names, for the per-item table of the cost model.
+fn item_kind(key: &serde_json::Value) -> &'static str {
+    let s = |name: &str| key[name]["S"].as_str().unwrap_or_default();
+    if !key[DEDUP_KEY].is_null() {
+        let id = s(DEDUP_KEY);
+        return if id.starts_with("#body#") {
+            "dedup: stashed body chunk"
+        } else if id.starts_with("#duplicates#") {
+            "dedup: duplicate counter"
+        } else {
+            "dedup: claim"
+        };
+    }
+    match (s(PK).split('#').next().unwrap_or_default(), s(SK)) {
+        ("EVENT", "EVENT") => "billing: event marker (with feed record)",
+        ("EVENT", sk) if sk.starts_with("NOTIFY#") => "billing: notification record",
+        ("FEED", "FEED") => "billing: feed record (own item)",
+        ("FEED", _) => "billing: open-dispute entry",
+        _ => "billing: state item",
+    }
+}
+
+/// DynamoDB's size of an attribute value: strings and binaries by their bytes, numbers ~1 byte per
+/// two significant digits plus one, booleans and nulls 1 byte, lists and maps 3 bytes plus 1 per
+/// element and their contents (the sizing in DynamoDB's developer guide, "Item sizes and formats").
+fn value_size(value: &serde_json::Value) -> usize {
+    let Some((kind, inner)) = value.as_object().and_then(|o| o.iter().next()) else {
+        return 0;
+    };
+    match kind.as_str() {
+        "S" => inner.as_str().map_or(0, str::len),
+        // The wire carries binaries as base64.
+        "B" => inner.as_str().map_or(0, |b| b.len() / 4 * 3),
+        "N" => {
+            let digits = inner
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches(['-', '0'])
+                .chars()
+                .filter(char::is_ascii_digit)
+                .count();
+            digits.div_ceil(2) + 1
+        }
+        "BOOL" | "NULL" => 1,
+        "M" => inner.as_object().map_or(3, |m| {
+            3 + m
+                .iter()
+                .map(|(k, v)| k.len() + value_size(v) + 1)
+                .sum::<usize>()
+        }),
+        "L" => inner.as_array().map_or(3, |l| {
+            3 + l.iter().map(|v| value_size(v) + 1).sum::<usize>()
+        }),
+        _ => inner.to_string().len(),
+    }
+}
+
+/// DynamoDB's size of an item: its attribute names and values.
+fn item_size(item: &serde_json::Value) -> usize {
+    item.as_object().map_or(0, |attributes| {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + value_size(value))
+            .sum()
+    })
+}
+
+/// Write units of putting `item`, `factor` per started KB (2 in a transaction), by item kind; an item
+/// the feed index holds costs a standard index write too.
+fn put_units(item: &serde_json::Value, factor: f64, units: &mut BTreeMap<&'static str, f64>) {
+    let kb = (item_size(item) as f64 / 1024.0).ceil().max(1.0);
+    *units.entry(item_kind(item)).or_default() += factor * kb;
+    if INDEX_KEYS.iter().all(|k| !item[*k].is_null()) {
+        *units.entry("billing: ByFeed index entry").or_default() += kb;
+    }
+}
+
+/// The write units of one DynamoDB write request, by item kind. Updates and deletes are counted as
+/// one started KB (every item they touch here is under 1 KB; DynamoDB bills the larger of the item
+/// before and after).
+fn write_units(operation: &str, json: &serde_json::Value) -> BTreeMap<&'static str, f64> {
+    let mut units = BTreeMap::new();
+    fn touch(key: &serde_json::Value, factor: f64, units: &mut BTreeMap<&'static str, f64>) {
+        *units.entry(item_kind(key)).or_default() += factor;
+    }
+    match operation {
+        "PutItem" => put_units(&json["Item"], 1.0, &mut units),
+        "UpdateItem" | "DeleteItem" => touch(&json["Key"], 1.0, &mut units),
+        "TransactWriteItems" => {
+            for item in json["TransactItems"].as_array().into_iter().flatten() {
+                if !item["Put"].is_null() {
+                    put_units(&item["Put"]["Item"], 2.0, &mut units);
+                } else {
+                    let op = ["Update", "Delete", "ConditionCheck"]
+                        .into_iter()
+                        .find(|op| !item[*op].is_null())
+                        .unwrap_or("Update");
+                    touch(&item[op]["Key"], 2.0, &mut units);
+                }
+            }
+        }
+        "BatchWriteItem" => {
+            for requests in json["RequestItems"]
+                .as_object()
+                .into_iter()
+                .flat_map(|t| t.values())
+            {
+                for request in requests.as_array().into_iter().flatten() {
+                    if !request["PutRequest"].is_null() {
+                        put_units(&request["PutRequest"]["Item"], 1.0, &mut units);
+                    } else {
+                        touch(&request["DeleteRequest"]["Key"], 1.0, &mut units);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    units
+}
+
+/// The billed units of one request (see [`OperationCount::units`]), with its write units by item kind.
+fn billed_units(operation: &str, body: &[u8]) -> (f64, BTreeMap<&'static str, f64>) {
     let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let kib = |v: &serde_json::Value| (v.to_string().len() as f64 / 1024.0).ceil().max(1.0);
     let read = |v: &serde_json::Value| {
         if v["ConsistentRead"] == true {
             1.0
@@ -116,22 +246,12 @@ fn billed_units(operation: &str, body: &[u8]) -> f64 {
             0.5
         }
     };
-    match operation {
-        "PutItem" => kib(&json["Item"]),
-        "UpdateItem" | "DeleteItem" => 1.0,
+    let writes = write_units(operation, &json);
+    if !writes.is_empty() {
+        return (writes.values().sum(), writes);
+    }
+    let units = match operation {
         "GetItem" | "Query" => read(&json),
-        "TransactWriteItems" => json["TransactItems"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|i| {
-                        let item = &i["Put"]["Item"];
-                        2.0 * if item.is_null() { 1.0 } else { kib(item) }
-                    })
-                    .sum()
-            })
-            .unwrap_or(0.0),
         "TransactGetItems" => json["TransactItems"]
             .as_array()
             .map_or(0.0, |items| 2.0 * items.len() as f64),
@@ -141,7 +261,8 @@ fn billed_units(operation: &str, body: &[u8]) -> f64 {
             (bytes as f64 / 65_536.0).ceil().max(1.0)
         }
         _ => 1.0,
-    }
+    };
+    (units, writes)
 }
 
 /// A running proxy.
@@ -343,12 +464,15 @@ impl RequestParser {
                         .find_map(|p| p.strip_prefix("Action=").map(str::to_owned))
                 })
                 .unwrap_or_else(|| "unknown".to_owned());
-            let units = billed_units(&operation, body);
+            let (units, by_item) = billed_units(&operation, body);
             if let Ok(mut counts) = counts.lock() {
                 let entry = counts.entry(operation).or_default();
                 entry.requests += 1;
                 entry.body_bytes += length as u64;
                 entry.units += units;
+                for (kind, units) in by_item {
+                    *entry.write_units_by_item.entry(kind).or_default() += units;
+                }
             }
             self.buffer.drain(..end + 4 + length);
         }
@@ -357,4 +481,46 @@ impl RequestParser {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn items_are_sized_as_dynamodb_sizes_them() {
+        // Names and string bytes; a number of 10 significant digits is 6 bytes; a boolean 1.
+        let item = json!({
+            "pk": {"S": "EVENT#evt_1"},
+            "sk": {"S": "EVENT"},
+            "applied_at": {"N": "1800000000"},
+            "livemode": {"BOOL": false},
+        });
+        assert_eq!(item_size(&item), (2 + 11) + (2 + 5) + (10 + 6) + (8 + 1));
+        assert_eq!(value_size(&json!({"N": "-0.5"})), 2);
+        assert_eq!(value_size(&json!({"B": "AAAA"})), 3, "base64 on the wire");
+    }
+
+    #[test]
+    fn a_transaction_costs_two_units_per_item_and_the_index_one() {
+        let marker = json!({
+            "pk": {"S": "EVENT#evt_1"}, "sk": {"S": "EVENT"},
+            "feed_partition": {"S": "DAY#2026-12-07"}, "feed_sort": {"S": "0001796000000#evt_1"},
+        });
+        let state = json!({"pk": {"S": "CUSTOMER#cus_1"}, "sk": {"S": "CREDITS"}});
+        let request = json!({"TransactItems": [
+            {"Put": {"Item": marker}},
+            {"Update": {"Key": state}},
+        ]});
+        let units = write_units("TransactWriteItems", &request);
+        assert_eq!(units["billing: event marker (with feed record)"], 2.0);
+        assert_eq!(units["billing: ByFeed index entry"], 1.0);
+        assert_eq!(units["billing: state item"], 2.0);
+        // Over 1 KB, each started KB counts.
+        let big = json!({"event_id": {"S": "evt_2"}, "body": {"S": "x".repeat(1500)}});
+        let units = write_units("PutItem", &json!({ "Item": big }));
+        assert_eq!(units["dedup: claim"], 2.0);
+    }
 }

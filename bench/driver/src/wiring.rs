@@ -163,7 +163,6 @@ pub fn processor_app(
         bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
         billing: DynamoBillingStore::new(client, &resources.billing_table),
         notify: Router::new(Routes::parse(None, slack_url, None)?, None, None)?,
-        feed_ttl_secs: 30 * 86_400,
         stripe: None,
         metrics: Metrics::new("Bench", "processor"),
     })
@@ -284,7 +283,7 @@ pub async fn billing_state(
                 .unwrap_or_default()
         };
         let (pk, sk) = (text("pk"), text("sk"));
-        // Markers, and feed records (keyed and timed by when they were processed), are not state.
+        // Markers (which carry the feed records) and dispute entries are not state.
         if sk == "EVENT" || pk.starts_with("FEED#") {
             continue;
         }

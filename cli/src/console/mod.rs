@@ -472,23 +472,29 @@ async fn detail(
     let known = status::status(&console.dedup, &console.billing, &id)
         .await
         .map_err(|e| unavailable("status", stripe_pipeline::telemetry::error_chain(&e)))?;
-    let record = console
-        .billing
-        .get(&Key::new(format!("FEED#{id}"), "FEED"))
-        .await
-        .map_err(|e| {
+    // The marker carries the record; an event processed before markers did has a record of its own.
+    let mut record = None;
+    for key in [
+        Key::event_marker(&id),
+        Key::new(format!("FEED#{id}"), "FEED"),
+    ] {
+        let item = console.billing.get(&key).await.map_err(|e| {
             unavailable(
                 "DynamoDB (billing table)",
                 stripe_pipeline::telemetry::error_chain(&e),
             )
-        })?
-        .and_then(|item| {
+        })?;
+        record = item.and_then(|item| {
             let recorded_at = match item.get(feed::RECORDED_AT) {
                 Some(stripe_pipeline::billing::Value::N(n)) => Some(*n),
                 _ => None,
             };
             Some(console.card(FeedRecord::from_attributes(&item)?, recorded_at))
         });
+        if record.is_some() {
+            break;
+        }
+    }
     let letters = dead_letters::list(&console.dead_letters, 100)
         .await
         .map_err(|e| unavailable("SQS", stripe_pipeline::telemetry::error_chain(&e)))?;

@@ -19,7 +19,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
-    billing::{Applied, AttributesExt, BillingError, BillingStore, Key, NotifyClaim},
+    billing::{Applied, AttributesExt, BillingError, BillingStore, EventMarker, Key, NotifyClaim},
     dedup::{DedupError, DedupStore},
     delivery::{parse_delivery, Delivery},
     event::{EventError, EventType, StripeEvent},
@@ -42,8 +42,6 @@ pub struct App<S, B> {
     pub billing: B,
     /// Where notifications go, by event type; with no channels they are only logged.
     pub notify: Router,
-    /// How long feed records live (the dedup table's TTL), seconds.
-    pub feed_ttl_secs: i64,
     /// Stripe's API, if a key is configured: ordering-sensitive objects are re-fetched before their
     /// handler runs, and thin events are fetched. Without it thin events cannot be handled.
     pub stripe: Option<StripeApi>,
@@ -223,24 +221,22 @@ async fn apply<S: DedupStore, B: BillingStore>(
         notified: 0,
     };
     let now = unix_now() as i64;
-    // Every event gets a feed record, committed with its marker: types no handler acts on too.
-    let feed = FeedRecord::of(&event).change(now, app.feed_ttl_secs);
-    let plan = match handlers::plan(&event, &app.billing, now).await? {
-        Some(mut plan) => {
+    // Every event gets a feed record, carried by its marker: types no handler acts on too.
+    let record = FeedRecord::of(&event);
+    let marker = EventMarker::new(&event.id, event.event_type.as_str())
+        .recording(record.marker_attributes(now));
+    let mut plan = match handlers::plan(&event, &app.billing, now).await? {
+        Some(plan) => {
             done.handled = true;
-            plan.changes.push(feed);
             plan
         }
         None => handlers::Plan {
-            changes: vec![feed],
+            changes: Vec::new(),
             notifications: Vec::new(),
         },
     };
-    match app
-        .billing
-        .apply(&event.id, event.event_type.as_str(), plan.changes)
-        .await?
-    {
+    plan.changes.extend(record.dispute_entry());
+    match app.billing.apply(&marker, plan.changes).await? {
         Applied::Now { skipped } => {
             done.reason = if skipped.is_empty() {
                 "applied"
@@ -561,7 +557,6 @@ mod tests {
             bodies: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             billing: MemoryBillingStore::new(),
             notify: Router::none(),
-            feed_ttl_secs: 86_400,
             stripe: None,
             metrics: Metrics::new("Test", "processor"),
         }

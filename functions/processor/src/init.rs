@@ -89,7 +89,6 @@ pub async fn app_from(
                 .map(|secs| i64::try_from(secs).unwrap_or(i64::MAX)),
         ),
         notify,
-        feed_ttl_secs: i64::try_from(config.feed_ttl_secs).unwrap_or(i64::MAX),
         stripe,
         metrics: Metrics::new(config.metrics_namespace, "processor"),
     })

@@ -351,6 +351,18 @@ fn source_ip(request: &Request) -> Option<IpAddr> {
     }
 }
 
+/// `request` as an HTTP API (payload 2.0) hands it over from `source_ip`: the context [`source_ip`]
+/// reads. For the integration tests and the bench driver, which build requests without API Gateway.
+pub fn with_source_ip(request: Request, source_ip: &str) -> Request {
+    use lambda_http::{
+        aws_lambda_events::apigw::ApiGatewayV2httpRequestContext, request::RequestContext,
+        RequestExt,
+    };
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.http.source_ip = Some(source_ip.to_owned());
+    request.with_request_context(RequestContext::ApiGatewayV2(context))
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -564,31 +576,9 @@ mod tests {
         app: &App<MemoryDedupStore, MemoryEventQueue>,
         request: Request,
     ) -> Vec<serde_json::Value> {
-        use std::sync::{Arc, Mutex};
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(buf);
-                Ok(buf.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = stripe_pipeline::telemetry::json_lines(
-            stripe_pipeline::telemetry::log_filter(tracing::level_filters::LevelFilter::INFO),
-            move || writer.clone(),
-        );
-        // The test runtime is single-threaded, so the thread's default subscriber sees every line.
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let capture = stripe_pipeline::testing::LogCapture::start();
         handle(app, request).await.unwrap();
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        capture.lines()
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    apply_with, attributes, marker_write, Applied, Attributes, BillingError, BillingStore, Change,
+    apply_with, attributes, Applied, Attributes, BillingError, BillingStore, Change, EventMarker,
     Guard, Key, NotifyClaim, Op, Value, Write,
 };
 
@@ -112,12 +112,10 @@ fn perform(items: &mut BTreeMap<Key, Attributes>, write: &Write) {
 impl BillingStore for MemoryBillingStore {
     async fn apply(
         &self,
-        event_id: &str,
-        event_type: &str,
+        marker: &EventMarker,
         changes: Vec<Change>,
     ) -> Result<Applied, BillingError> {
-        let marker = marker_write(event_id, event_type, 0, None);
-        apply_with(marker, changes, |writes| async move {
+        apply_with(marker.write(0, None), changes, |writes| async move {
             let mut items = self.items()?;
             let failed: Vec<usize> = writes
                 .iter()

@@ -3,7 +3,8 @@
 //!
 //! # Exactly once
 //! A handler does not write; it plans [`Change`]s. [`BillingStore::apply`] commits them in one DynamoDB
-//! transaction together with a per-event marker (`EVENT#<id>`, put only if absent). A redelivered
+//! transaction together with a per-event marker (`EVENT#<id>`, put only if absent; an event that
+//! changes nothing is its marker alone, one conditional put). A redelivered
 //! message finds the marker and changes nothing, so credits cannot be granted twice nor a refund
 //! reversed twice.
 //!
@@ -29,7 +30,7 @@
 //! | `ORDER#<order_id>` | `ORDER` | `paid`, the payment, amount |
 //! | `GRANT#<pi or cs>` | `GRANT` | credits a payment granted, `reversed` once refunded |
 //! | `CHARGE#<ch>` / `DISPUTE#<dp>` | same | the record, version |
-//! | `EVENT#<evt>` | `EVENT` | the exactly-once marker |
+//! | `EVENT#<evt>` | `EVENT` | the exactly-once marker, carrying the event's feed record ([`crate::feed`]) |
 //! | `EVENT#<evt>` | `NOTIFY#<channel>` | a notification sent for the event |
 
 mod dynamo;
@@ -274,6 +275,58 @@ impl Change {
     }
 }
 
+/// The exactly-once marker of one event (`EVENT#<id>` / `EVENT`), and what it records beside itself.
+///
+/// The marker carries the event's feed record ([`crate::feed::FeedRecord::marker_attributes`]), so the
+/// one item that makes an event's effects exactly-once is also what the console lists: one write per
+/// event instead of two, and the feed shows an event exactly when its effects are applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMarker {
+    /// `evt_...`
+    pub event_id: String,
+    /// The event's type.
+    pub event_type: String,
+    /// Further attributes of the marker item. The marker's own (`event_type`, `applied_at`,
+    /// `expires_at`) win over any of the same name.
+    pub record: Attributes,
+}
+
+impl EventMarker {
+    /// The marker of an event, recording nothing else.
+    pub fn new(event_id: impl Into<String>, event_type: impl Into<String>) -> Self {
+        Self {
+            event_id: event_id.into(),
+            event_type: event_type.into(),
+            record: Attributes::new(),
+        }
+    }
+
+    /// This marker, also carrying `record`'s attributes.
+    pub fn recording(mut self, record: Attributes) -> Self {
+        self.record = record;
+        self
+    }
+
+    /// The marker's write at `now`, expiring at `expires_at` (`None`: kept for ever).
+    fn write(&self, now: i64, expires_at: Option<i64>) -> Write {
+        let mut item = self.record.clone();
+        item.extend(attributes([
+            ("event_type", Some(self.event_type.as_str().into())),
+            ("applied_at", Some(now.into())),
+            (crate::feed::EXPIRES_AT, expires_at.map(Into::into)),
+        ]));
+        if expires_at.is_none() {
+            // A record's own expiry must not make the marker mortal.
+            item.remove(crate::feed::EXPIRES_AT);
+        }
+        Write {
+            key: Key::event_marker(&self.event_id),
+            op: Op::Put(item),
+            guards: vec![Guard::Absent],
+        }
+    }
+}
+
 /// The result of applying an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
@@ -308,12 +361,12 @@ pub const MAX_WRITES_PER_EVENT: usize = 99;
 
 /// The billing table.
 pub trait BillingStore: Send + Sync {
-    /// Commits `changes` with the marker of `event_id` in one transaction, dropping `Skip` changes whose
-    /// guards fail; `Before` if the marker exists.
+    /// Commits `changes` with the event's `marker` in one transaction (with no changes, the marker
+    /// alone in one conditional write), dropping `Skip` changes whose guards fail; `Before` if the
+    /// marker exists.
     fn apply(
         &self,
-        event_id: &str,
-        event_type: &str,
+        marker: &EventMarker,
         changes: Vec<Change>,
     ) -> impl Future<Output = Result<Applied, BillingError>> + Send;
 
@@ -417,18 +470,6 @@ where
                 None => skipped.push(change.what),
             }
         }
-    }
-}
-
-fn marker_write(event_id: &str, event_type: &str, now: i64, expires_at: Option<i64>) -> Write {
-    Write {
-        key: Key::event_marker(event_id),
-        op: Op::Put(attributes([
-            ("event_type", Some(event_type.into())),
-            ("applied_at", Some(now.into())),
-            (crate::feed::EXPIRES_AT, expires_at.map(Into::into)),
-        ])),
-        guards: vec![Guard::Absent],
     }
 }
 

@@ -150,7 +150,9 @@ pub(crate) fn who(customer: Option<&str>, email: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::{self, Applied, AttributesExt, BillingStore, Key, MemoryBillingStore};
+    use crate::billing::{
+        self, Applied, AttributesExt, BillingStore, EventMarker, Key, MemoryBillingStore,
+    };
 
     fn fixture_bytes(name: &str) -> Vec<u8> {
         let path = format!(
@@ -167,7 +169,10 @@ mod tests {
     async fn apply(store: &MemoryBillingStore, event: &StripeEvent) -> Option<Plan> {
         let plan = plan(event, store, 1_723_000_000).await.unwrap()?;
         store
-            .apply(&event.id, event.event_type.as_str(), plan.changes.clone())
+            .apply(
+                &EventMarker::new(&event.id, event.event_type.as_str()),
+                plan.changes.clone(),
+            )
             .await
             .unwrap();
         Some(plan)
@@ -365,7 +370,10 @@ mod tests {
         let plan = plan(&event, &store, 0).await.unwrap().unwrap();
         assert!(matches!(
             store
-                .apply(&event.id, "invoice.paid", plan.changes.clone())
+                .apply(
+                    &EventMarker::new(&event.id, "invoice.paid"),
+                    plan.changes.clone()
+                )
                 .await
                 .unwrap(),
             Applied::Now { .. }
@@ -373,7 +381,7 @@ mod tests {
         let before = store.state();
         assert_eq!(
             store
-                .apply(&event.id, "invoice.paid", plan.changes)
+                .apply(&EventMarker::new(&event.id, "invoice.paid"), plan.changes)
                 .await
                 .unwrap(),
             Applied::Before
@@ -831,7 +839,10 @@ mod tests {
             let event = StripeEvent::parse(body).unwrap();
             if let Some(plan) = plan(&event, store, 0).await.unwrap() {
                 store
-                    .apply(&event.id, event.event_type.as_str(), plan.changes)
+                    .apply(
+                        &EventMarker::new(&event.id, event.event_type.as_str()),
+                        plan.changes,
+                    )
                     .await
                     .unwrap();
             }
