@@ -27,7 +27,7 @@ COMPONENTS = [
     ("async runtime (tokio, futures)", ("tokio", "futures", "mio", "parking_lot")),
     ("logging and metrics (tracing, JSON lines, EMF)", ("tracing", "stripe_pipeline::telemetry", "sharded_slab")),
     ("the receiver's own logic (intake, dedup, queue)", ("receiver", "stripe_pipeline")),
-    ("TLS and crypto other than the signature", ("rustls", "aws_lc", "ring")),
+    ("TLS and crypto other than the signature", ("rustls", "aws_lc", "ring", "openssl_probe", "webpki")),
     ("Rust std/core/alloc (formatting, collections)", ("core", "alloc", "std", "hashbrown")),
 ]
 

@@ -198,6 +198,32 @@ def load_section():
     return lines + profile_lines(r, noop)
 
 
+def init_profile_lines(cold):
+    """What init spends, by component: perf over the coldstart spawns."""
+    p = load("profile-coldstart.json")
+    if not p or not p.get("receiver", {}).get("samples"):
+        return []
+    names = ("receiver", "processor", "bench-hello")
+    shares = {n: {c["name"]: c["share"] for c in p.get(n, {}).get("components", [])} for n in names}
+    order = [c["name"] for c in p["receiver"]["components"]]
+    order += [c for n in names for c in shares[n] if c not in order]
+    ms = lambda n, c: shares[n].get(c, 0.0) * cold[n if n != "bench-hello" else "hello"]["p50_ms"] if cold.get(n if n != "bench-hello" else "hello") else 0.0
+    lines = [
+        "Where init goes: `perf record -F 4999 -a` over the spawns, samples of each binary's process by",
+        "component (`bench/profile.py`), as ms of the p50 above:",
+        "",
+        "| component | receiver | processor | hello-world |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for c in order:
+        lines.append(f"| {c} | {ms('receiver', c):.2f} ms | {ms('processor', c):.2f} ms | {ms('bench-hello', c):.2f} ms |")
+    lines += ["", "Hottest symbols of the receiver's init:", "", "| symbol | share |", "| --- | ---: |"]
+    for sym in p["receiver"]["top_symbols"][:10]:
+        symbol = sym["symbol"].replace("|", "\\|")
+        lines.append(f"| `{symbol}` | {sym['share']:.1%} |")
+    return lines + [""]
+
+
 def profile_lines(rust, noop):
     """Where the receiver's CPU goes, from the system-wide perf record of the load stage."""
     p = load("profile.json")
@@ -271,7 +297,13 @@ def coldstart_section():
                 f"| {name} | {c['p50_ms']:.1f} ms | {c['p90_ms']:.1f} ms | {c['min_ms']:.1f} ms "
                 f"| {ratio(c['p50_ms'], hello['p50_ms']) if hello else '—'} | {c['binary_bytes'] / 1e6:.1f} MB |"
             )
-        lines.append("")
+        lines += [
+            "",
+            "(The binaries keep their symbol table for the profile below, so they are larger than what",
+            "ships; the zips further down are stripped.)",
+            "",
+        ]
+        lines += init_profile_lines(cold)
     if sizes and sizes.get("sizes"):
         lines += [
             "Deployment packages: `cargo lambda build --release --arm64 --output-format zip` (cross-built",

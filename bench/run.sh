@@ -76,6 +76,9 @@ fi
 
 if has_stage load || has_stage coldstart || has_stage cost || has_stage flood; then
   say "building the functions and the bench driver (release)"
+  # With their symbol table (the same code; only the zips of stage `size` must be stripped), so the
+  # profiles of stages load and coldstart can name functions; load.sh's watch builds the same way.
+  export CARGO_PROFILE_RELEASE_STRIP=false
   cargo build --release -p receiver -p processor -p bench-driver -p bench-hello
 fi
 
@@ -88,6 +91,12 @@ fi
 if has_stage coldstart; then
   say "coldstart: each binary against a local Runtime API"
   eval "$(bash infra/emulators.sh env)"
+  # What init spends, by component: a system-wide perf record over the spawns (as in the load stage).
+  perf_pid=
+  if [[ ${BENCH_PROFILE:-1} == 1 ]] && command -v perf >/dev/null; then
+    perf record -F 4999 -a -o "$RESULTS/perf-coldstart.data" >"$RESULTS/perf-coldstart.log" 2>&1 &
+    perf_pid=$!
+  fi
   # The environment each function needs to pass its init (nothing is called: no Secrets Manager).
   "$TARGET/release/bench-driver" coldstart --runs 30 \
     --binary receiver="$TARGET/release/receiver" \
@@ -97,6 +106,13 @@ if has_stage coldstart; then
     --env EVENT_QUEUE_URL=http://127.0.0.1:5050/123456789012/bench-EventQueue \
     --env BILLING_TABLE_NAME=bench-BillingTable --env RUST_LOG=info \
     --json "$RESULTS/coldstart.json"
+  if [[ -n $perf_pid ]]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf script -i "$RESULTS/perf-coldstart.data" -F comm,dso,sym 2>>"$RESULTS/perf-coldstart.log" |
+      python3 bench/profile.py receiver processor bench-hello >"$RESULTS/profile-coldstart.json" || true
+    rm -f "$RESULTS/perf-coldstart.data"
+  fi
 fi
 
 if has_stage cost; then
@@ -109,6 +125,7 @@ fi
 
 if has_stage size; then
   say "size: cargo lambda build --release --arm64 --output-format zip"
+  unset CARGO_PROFILE_RELEASE_STRIP
   if cargo lambda build --release --arm64 --output-format zip \
     --bin receiver --bin processor --bin bench-hello >"$RESULTS/size-build.log" 2>&1; then
     python3 - "$TARGET/lambda" >"$RESULTS/sizes.json" <<'PY'
