@@ -31,7 +31,8 @@ COMPONENTS = [
     ("Rust std/core/alloc (formatting, collections)", ("core", "alloc", "std", "hashbrown")),
 ]
 
-CRATE = re.compile(r"([a-z_][a-z0-9_]*)::")
+# A path's first segment: at the start, or after `<`, a space, `(`, `&`, `,`, `[` or `*`.
+CRATE = re.compile(r"(?:^|[<\s(&,\[*])([a-z_][a-z0-9_]*)::")
 
 
 def component(dso, sym):
