@@ -27,6 +27,7 @@ async fn the_comma_separated_secret_is_fetched_from_secrets_manager() {
     // And through the same path `main` takes, when the endpoint comes from the environment.
     if std::env::var("AWS_ENDPOINT_URL_SECRETS_MANAGER").is_ok() {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(stripe_pipeline::config::https_client())
             .region(aws_config::Region::new(REGION))
             .test_credentials()
             .load()

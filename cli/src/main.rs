@@ -519,11 +519,14 @@ fn init_logs(json: bool) {
         .as_deref()
         .and_then(telemetry::log_level)
         .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(telemetry::log_filter(level))
         .with_target(false)
         .without_time()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+        .finish()
+        .with(telemetry::log_filter(level))
         .init();
 }
 

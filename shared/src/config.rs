@@ -403,9 +403,21 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
         .operation_timeout(Duration::from_secs(6))
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
         .timeout_config(timeouts)
         .load()
         .await
+}
+
+/// The HTTPS client every AWS SDK client here uses: rustls on ring, the TLS stack reqwest (Stripe API,
+/// Slack) already links, so a binary carries one TLS implementation instead of two. The SDK's own
+/// default would be rustls on aws-lc-rs. Trusted roots are the system's, loaded when the first
+/// connection is made.
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 struct Env<'a, F: Fn(&str) -> Option<String>>(&'a F);

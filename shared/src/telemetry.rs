@@ -7,7 +7,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::{filter::LevelFilter, EnvFilter};
+use tracing_subscriber::{
+    filter::{LevelFilter, Targets},
+    layer::SubscriberExt,
+};
 
 /// What became of one delivery (receiver) or one message (processor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,16 +101,18 @@ pub fn init() {
 
 /// The functions' log subscriber: one [`JsonLine`] per event through `filter`, written to `writer`.
 /// [`init`] installs it on stdout; tests capture it with their own writer.
-pub fn json_lines<W>(filter: EnvFilter, writer: W) -> impl tracing::Subscriber + Send + Sync
+pub fn json_lines<W>(filter: Targets, writer: W) -> impl tracing::Subscriber + Send + Sync
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    // The builder's own level (INFO unless set) would cut below `filter`: `filter` alone decides.
     tracing_subscriber::fmt()
         .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
         .event_format(JsonLine)
-        .with_env_filter(filter)
         .with_writer(writer)
+        .with_max_level(LevelFilter::TRACE)
         .finish()
+        .with(filter)
 }
 
 /// One JSON object per line: `level`, the event's fields (`message` among them) at the top, the members
@@ -204,11 +209,13 @@ pub fn log_level(setting: &str) -> Option<LevelFilter> {
 ///
 /// [`DECISION`] lines pass at INFO whatever the level (and at `level` when it is more verbose): each one
 /// carries the request's metrics, which alarms and the dashboard need however quiet the logs are set.
-pub fn log_filter(level: LevelFilter) -> EnvFilter {
-    let others = level.min(LevelFilter::WARN);
-    let ours = OUR_CRATES.map(|krate| format!("{krate}={level}")).join(",");
-    let decisions = level.max(LevelFilter::INFO);
-    EnvFilter::builder().parse_lossy(format!("{others},{ours},{DECISION}={decisions}"))
+///
+/// Targets and levels only, so a [`Targets`] filter (no regex engine in the binaries, unlike `EnvFilter`).
+pub fn log_filter(level: LevelFilter) -> Targets {
+    Targets::new()
+        .with_default(level.min(LevelFilter::WARN))
+        .with_targets(OUR_CRATES.map(|krate| (krate, level)))
+        .with_target(DECISION, level.max(LevelFilter::INFO))
 }
 
 /// Emits EMF metric lines for one function.
@@ -308,9 +315,10 @@ mod tests {
     macro_rules! records {
         ($filter:expr, $target:literal, $level:ident) => {{
             let subscriber = tracing_subscriber::fmt()
-                .with_env_filter($filter)
                 .with_writer(std::io::sink)
-                .finish();
+                .with_max_level(LevelFilter::TRACE)
+                .finish()
+                .with($filter);
             tracing::subscriber::with_default(subscriber, || {
                 tracing::enabled!(target: $target, tracing::Level::$level)
             })

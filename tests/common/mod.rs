@@ -129,6 +129,7 @@ fn python() -> String {
 
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(stripe_pipeline::config::https_client())
         .region(aws_config::Region::new(REGION))
         .test_credentials()
         .timeout_config(
@@ -306,6 +307,7 @@ pub async fn sdk_config_at(endpoint: &str) -> aws_config::SdkConfig {
     builder.set_region(base.region().cloned());
     builder.set_credentials_provider(base.credentials_provider());
     builder.set_timeout_config(base.timeout_config().cloned());
+    builder.set_http_client(base.http_client());
     builder.build()
 }
 
