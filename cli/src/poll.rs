@@ -34,7 +34,7 @@ use crate::sqs::{
 };
 
 /// The processor as the Lambda wires it.
-pub type ProcessorApp = processor::handler::App<DynamoDedupStore, DynamoBillingStore>;
+pub type ProcessorApp = stripe_pipeline::process::Processor<DynamoDedupStore, DynamoBillingStore>;
 
 /// Why the poller could not start.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Stripe ─POST─▶ receiver: signature ─▶ event ─▶ dedup (claim) ─▶ queue (enqueue) ─▶ dedup (mark) ─▶ 200
-//! SQS ─▶ processor: queue (parse body) ─▶ event ─▶ handlers ─▶ partial batch response
+//! SQS ─▶ processor: process: queue (parse body) ─▶ delivery ─▶ handlers ─▶ billing (apply) ─▶ notify (outbox)
 //! ```
 //!
 //! | module | owns |
@@ -17,8 +17,9 @@
 //! | [`intake`] | claim → enqueue → mark: the path every event takes onto the queue |
 //! | [`objects`] | the Stripe objects handlers read (only the fields used) |
 //! | [`handlers`] | one handler per object family: event → planned changes and notifications |
+//! | [`process`] | one queued event end to end: read → fetch → plan → apply exactly once → notify → log |
 //! | [`billing`] | billing state: exactly-once, order-safe writes and the read API (`entitlement`) |
-//! | [`notify`] | Slack notifications |
+//! | [`notify`] | notification routes, channels (Slack, SES email) and the outbox (claim → send → mark) |
 //! | [`money`] | minor-unit amounts and their formatting |
 //! | [`stripe_api`] | reading Stripe's API (events, objects) under a rate limit, with retries |
 //! | [`config`] | every environment variable, read once at cold start |
@@ -26,8 +27,8 @@
 //! | [`source_ips`] | the optional allow-list of Stripe's webhook source addresses (SSM) |
 //! | [`telemetry`] | JSON logs, outcomes, EMF metrics |
 //!
-//! Each AWS service is called from one module: DynamoDB from `dedup`, SQS from `queue`, Secrets Manager
-//! from `secrets`, SSM from `source_ips`.
+//! Each AWS service is called from its own modules: DynamoDB from `dedup` and `billing`, SQS from
+//! `queue`, Secrets Manager from `secrets`, SSM from `source_ips`, SES from `notify`.
 #![forbid(unsafe_code)]
 
 pub mod billing;
@@ -41,6 +42,7 @@ pub mod intake;
 pub mod money;
 pub mod notify;
 pub mod objects;
+pub mod process;
 pub mod queue;
 pub mod secrets;
 pub mod signature;

@@ -198,6 +198,9 @@ pub enum StripeApiError {
     /// The event names a connected account or context that is not a Stripe id.
     #[error("the event's account or context is not a Stripe id")]
     InvalidAccount,
+    /// No v1 collection is known for the object type.
+    #[error("no v1 collection for objects of type {0}")]
+    NoCollection(String),
 }
 
 /// One event as Stripe returned it.
@@ -457,6 +460,22 @@ impl StripeApi {
     /// never point the key at another host.
     pub async fn object(&self, path: &str) -> Result<String, StripeApiError> {
         self.object_for(path, OnBehalfOf::Platform, None).await
+    }
+
+    /// The object `id` of `object_type` (`subscription`, `invoice`…) as it is now, read from its v1
+    /// collection ([`v1_collection`](crate::delivery::v1_collection)) like
+    /// [`object_for`](Self::object_for).
+    pub async fn current_object(
+        &self,
+        object_type: &str,
+        id: &str,
+        on_behalf_of: OnBehalfOf<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<String, StripeApiError> {
+        let collection = crate::delivery::v1_collection(object_type)
+            .ok_or_else(|| StripeApiError::NoCollection(object_type.to_owned()))?;
+        self.object_for(&format!("/v1/{collection}/{id}"), on_behalf_of, deadline)
+            .await
     }
 
     /// [`object`](Self::object) of `on_behalf_of`'s account, answered before `deadline` or failed

@@ -394,7 +394,7 @@ pub fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
 }
 
 pub type ProcessorApp =
-    processor::handler::App<DynamoDedupStore, stripe_pipeline::billing::DynamoBillingStore>;
+    stripe_pipeline::process::Processor<DynamoDedupStore, stripe_pipeline::billing::DynamoBillingStore>;
 
 /// A processor wired as `main.rs` wires it, Slack pointed at `slack_url` if given.
 pub async fn processor_app(resources: &Resources, slack_url: Option<&str>) -> ProcessorApp {
@@ -421,7 +421,7 @@ pub async fn processor_app_with_stripe(
         )
         .expect("stripe api client")
     });
-    processor::handler::App {
+    stripe_pipeline::process::Processor {
         bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
         billing: stripe_pipeline::billing::DynamoBillingStore::new(
             client,

@@ -118,7 +118,7 @@ pub fn sqs(config: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_sqs::Clien
 /// The receiver's state.
 pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;
 /// The processor's state.
-pub type ProcessorApp = processor::handler::App<DynamoDedupStore, DynamoBillingStore>;
+pub type ProcessorApp = stripe_pipeline::process::Processor<DynamoDedupStore, DynamoBillingStore>;
 
 /// The receiver as `functions/receiver/src/main.rs` builds it (configuration defaults), talking to
 /// DynamoDB and SQS at the given endpoints.
@@ -159,7 +159,7 @@ pub fn processor_app(
     slack_url: Option<&str>,
 ) -> Result<ProcessorApp, Error> {
     let client = dynamodb(config, dynamodb_at);
-    Ok(processor::handler::App {
+    Ok(stripe_pipeline::process::Processor {
         bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
         billing: DynamoBillingStore::new(client, &resources.billing_table),
         notify: Router::new(Routes::parse(None, slack_url, None)?, None, None)?,

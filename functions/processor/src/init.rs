@@ -1,4 +1,4 @@
-//! Cold start wiring: the processor's [`App`] from the environment, built once. `main.rs` and the CLI's
+//! Cold start wiring: the processor's [`Processor`] from the environment, built once. `main.rs` and the CLI's
 //! local poller (`stripe-webhooks poll`, in-process mode) both call it, so the local loop runs the
 //! processor exactly as deployed.
 
@@ -12,7 +12,7 @@ use stripe_pipeline::{
     telemetry::Metrics,
 };
 
-use crate::handler::App;
+use stripe_pipeline::process::Processor;
 
 /// The part of the account's Stripe read limit the processor takes, all instances together. The limit
 /// is per account, shared by every client of every key (the dashboard, the CLI's backfill at
@@ -27,7 +27,7 @@ pub fn stripe_reads_per_second(account_rps: f64, max_instances: u32) -> f64 {
 }
 
 /// The processor as deployed: DynamoDB stores, Slack and Stripe's API when configured.
-pub type DeployedApp = App<DynamoDedupStore, DynamoBillingStore>;
+pub type DeployedApp = Processor<DynamoDedupStore, DynamoBillingStore>;
 
 /// The processor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ pub async fn app_from(
         }
         None => None,
     };
-    Ok(App {
+    Ok(Processor {
         bodies: DynamoDedupStore::for_reading(dynamodb.clone(), config.dedup_table),
         billing: DynamoBillingStore::new(dynamodb, config.billing_table).with_marker_retention(
             config

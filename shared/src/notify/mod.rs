@@ -10,10 +10,12 @@
 //! marker guards that) and without re-sending to the channels that already have it (their marks).
 
 mod email;
+pub mod outbox;
 pub mod routes;
 mod slack;
 
 pub use email::EmailNotifier;
+pub use outbox::OutboxError;
 pub use routes::{Route, RouteError, Router, Routes};
 pub use slack::SlackNotifier;
 
