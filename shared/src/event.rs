@@ -220,14 +220,30 @@ impl StripeEvent {
     }
 }
 
+/// Whether a row of [`event_types!`] carries `$want` among its flags.
+macro_rules! has_flag {
+    ($want:ident:) => {
+        false
+    };
+    (notifies: notifies $($rest:ident)*) => {
+        true
+    };
+    (refetched: refetched $($rest:ident)*) => {
+        true
+    };
+    ($want:ident: $other:ident $($rest:ident)*) => {
+        has_flag!($want: $($rest)*)
+    };
+}
+
 macro_rules! event_types {
-    ($($variant:ident => $name:literal,)*) => {
+    ($($variant:ident => $name:literal on $object:literal $(, $flag:ident)*;)*) => {
         /// A Stripe event type. The named variants are the ones this pipeline's handlers act on; every
         /// other type parses as `Other` and is still enqueued (the processor acknowledges and counts it).
         #[derive(Debug, Clone, PartialEq, Eq, Hash)]
         pub enum EventType {
             $(
-                #[doc = concat!("`", $name, "`")]
+                #[doc = concat!("`", $name, "` (a `", $object, "`)")]
                 $variant,
             )*
             /// Any type not named above, kept verbatim.
@@ -238,11 +254,42 @@ macro_rules! event_types {
             /// Every type a handler acts on, as Stripe spells it.
             pub const HANDLED: &'static [&'static str] = &[$($name,)*];
 
+            /// Every type a handler acts on.
+            pub const ALL: &'static [EventType] = &[$(Self::$variant,)*];
+
             /// The type exactly as Stripe spells it.
             pub fn as_str(&self) -> &str {
                 match self {
                     $(Self::$variant => $name,)*
                     Self::Other(name) => name,
+                }
+            }
+
+            /// The type of the event's `data.object` (`invoice`, `subscription`, `checkout.session`…);
+            /// `None` for a type no handler acts on.
+            pub fn object_type(&self) -> Option<&'static str> {
+                match self {
+                    $(Self::$variant => Some($object),)*
+                    Self::Other(_) => None,
+                }
+            }
+
+            /// Whether its handler sends a notification: the types a notification route may name (a
+            /// route naming any other would silently notify no one). A test keeps this true.
+            pub fn notifies(&self) -> bool {
+                match self {
+                    $(Self::$variant => has_flag!(notifies: $($flag)*),)*
+                    Self::Other(_) => false,
+                }
+            }
+
+            /// Whether the state its object carries depends on delivery order (subscriptions,
+            /// invoices), so the processor re-reads the object from Stripe's API before the handler
+            /// runs, when a key is configured.
+            pub fn refetched(&self) -> bool {
+                match self {
+                    $(Self::$variant => has_flag!(refetched: $($flag)*),)*
+                    Self::Other(_) => false,
                 }
             }
         }
@@ -258,25 +305,27 @@ macro_rules! event_types {
     };
 }
 
+// One row per type a handler acts on: how Stripe spells it, the type of its `data.object`, and what
+// the processor does with it beside the handler (`notifies`, `refetched`).
 event_types! {
-    PaymentIntentSucceeded => "payment_intent.succeeded",
-    PaymentIntentPaymentFailed => "payment_intent.payment_failed",
-    CheckoutSessionCompleted => "checkout.session.completed",
-    CheckoutSessionAsyncPaymentSucceeded => "checkout.session.async_payment_succeeded",
-    CheckoutSessionAsyncPaymentFailed => "checkout.session.async_payment_failed",
-    InvoicePaid => "invoice.paid",
-    InvoicePaymentSucceeded => "invoice.payment_succeeded",
-    InvoicePaymentFailed => "invoice.payment_failed",
-    InvoiceFinalized => "invoice.finalized",
-    CustomerSubscriptionCreated => "customer.subscription.created",
-    CustomerSubscriptionUpdated => "customer.subscription.updated",
-    CustomerSubscriptionDeleted => "customer.subscription.deleted",
-    CustomerSubscriptionTrialWillEnd => "customer.subscription.trial_will_end",
-    ChargeFailed => "charge.failed",
-    ChargeRefunded => "charge.refunded",
-    ChargeDisputeCreated => "charge.dispute.created",
-    ChargeDisputeUpdated => "charge.dispute.updated",
-    ChargeDisputeClosed => "charge.dispute.closed",
+    PaymentIntentSucceeded => "payment_intent.succeeded" on "payment_intent", notifies;
+    PaymentIntentPaymentFailed => "payment_intent.payment_failed" on "payment_intent", notifies;
+    CheckoutSessionCompleted => "checkout.session.completed" on "checkout.session";
+    CheckoutSessionAsyncPaymentSucceeded => "checkout.session.async_payment_succeeded" on "checkout.session";
+    CheckoutSessionAsyncPaymentFailed => "checkout.session.async_payment_failed" on "checkout.session", notifies;
+    InvoicePaid => "invoice.paid" on "invoice", refetched;
+    InvoicePaymentSucceeded => "invoice.payment_succeeded" on "invoice", refetched;
+    InvoicePaymentFailed => "invoice.payment_failed" on "invoice", notifies, refetched;
+    InvoiceFinalized => "invoice.finalized" on "invoice", refetched;
+    CustomerSubscriptionCreated => "customer.subscription.created" on "subscription", refetched;
+    CustomerSubscriptionUpdated => "customer.subscription.updated" on "subscription", refetched;
+    CustomerSubscriptionDeleted => "customer.subscription.deleted" on "subscription", refetched;
+    CustomerSubscriptionTrialWillEnd => "customer.subscription.trial_will_end" on "subscription", notifies;
+    ChargeFailed => "charge.failed" on "charge";
+    ChargeRefunded => "charge.refunded" on "charge";
+    ChargeDisputeCreated => "charge.dispute.created" on "dispute", notifies;
+    ChargeDisputeUpdated => "charge.dispute.updated" on "dispute";
+    ChargeDisputeClosed => "charge.dispute.closed" on "dispute", notifies;
 }
 
 impl std::fmt::Display for EventType {
@@ -326,6 +375,34 @@ mod tests {
             assert_eq!(event.livemode, Some(false));
             assert_eq!(event.api_version.as_deref(), Some("2026-07-29.dahlia"));
         }
+    }
+
+    #[test]
+    fn each_type_names_the_object_its_fixture_carries() {
+        for (name, body) in fixture_files() {
+            let event_type = EventType::from(name.as_str());
+            if let EventType::Other(_) = event_type {
+                continue;
+            }
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                event_type.object_type(),
+                event["data"]["object"]["object"].as_str(),
+                "{name}"
+            );
+        }
+        assert_eq!(EventType::from("payout.paid").object_type(), None);
+    }
+
+    #[test]
+    fn only_subscription_and_invoice_state_is_refetched() {
+        for event_type in EventType::ALL {
+            let order_sensitive =
+                matches!(event_type.object_type(), Some("subscription" | "invoice"))
+                    && *event_type != EventType::CustomerSubscriptionTrialWillEnd;
+            assert_eq!(event_type.refetched(), order_sensitive, "{event_type}");
+        }
+        assert!(!EventType::from("payout.paid").refetched());
     }
 
     #[test]

@@ -401,7 +401,7 @@ async fn applied_and_notified<S: DedupStore, B: BillingStore>(
     if !items.iter().any(|(sk, _)| *sk == marker.sk) {
         return Ok(false);
     }
-    if !handlers::NOTIFYING.contains(&event_type) {
+    if !EventType::from(event_type).notifies() {
         return Ok(true);
     }
     Ok(app
@@ -424,14 +424,8 @@ async fn refetch<S: DedupStore, B: BillingStore>(
     mut event: StripeEvent,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<StripeEvent, ProcessError> {
-    use crate::event::EventType::*;
-    let object_type = match event.event_type {
-        CustomerSubscriptionCreated | CustomerSubscriptionUpdated | CustomerSubscriptionDeleted => {
-            "subscription"
-        }
-        InvoicePaid | InvoicePaymentSucceeded | InvoicePaymentFailed | InvoiceFinalized => {
-            "invoice"
-        }
+    let object_type = match event.event_type.object_type() {
+        Some(object_type) if event.event_type.refetched() => object_type,
         _ => return Ok(event),
     };
     #[derive(serde::Deserialize)]

@@ -393,8 +393,10 @@ pub fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
         .as_deref()
 }
 
-pub type ProcessorApp =
-    stripe_pipeline::process::Processor<DynamoDedupStore, stripe_pipeline::billing::DynamoBillingStore>;
+pub type ProcessorApp = stripe_pipeline::process::Processor<
+    DynamoDedupStore,
+    stripe_pipeline::billing::DynamoBillingStore,
+>;
 
 /// A processor wired as `main.rs` wires it, Slack pointed at `slack_url` if given.
 pub async fn processor_app(resources: &Resources, slack_url: Option<&str>) -> ProcessorApp {

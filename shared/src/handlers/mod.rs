@@ -81,18 +81,6 @@ pub enum HandlerError {
     Unfulfillable(String),
 }
 
-/// The event types whose handler sends a notification (a test keeps this list true): what a
-/// notification route may name. A route naming any other type would silently notify no one.
-pub const NOTIFYING: &[&str] = &[
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "checkout.session.async_payment_failed",
-    "invoice.payment_failed",
-    "customer.subscription.trial_will_end",
-    "charge.dispute.created",
-    "charge.dispute.closed",
-];
-
 /// Plans `event`, or `None` for a type no handler acts on (acknowledged and counted by the processor).
 /// `now` is only used in messages (days left until a deadline).
 pub async fn plan<S: BillingStore>(
@@ -339,7 +327,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn notifying_lists_exactly_the_types_whose_plans_notify() {
+    async fn the_types_that_notify_are_exactly_those_whose_plans_notify() {
         let store = MemoryBillingStore::new();
         for name in EventType::HANDLED {
             let event = match *name {
@@ -357,7 +345,7 @@ mod tests {
             let plan = plan(&event, &store, 1_723_000_000).await.unwrap().unwrap();
             assert_eq!(
                 !plan.notifications.is_empty(),
-                NOTIFYING.contains(name),
+                EventType::from(*name).notifies(),
                 "{name}"
             );
         }

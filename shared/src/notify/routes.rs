@@ -20,7 +20,7 @@
 //! ```
 //!
 //! An event pattern is a type, a prefix ending in `.*`, or `*`; each must match a type some handler
-//! notifies about ([`NOTIFYING`]). An event goes to the union of the channels of every route it matches. Without a
+//! notifies about ([`EventType::notifies`]). An event goes to the union of the channels of every route it matches. Without a
 //! document, a Slack URL of its own (`SLACK_WEBHOOK_URL`) is the channel `slack` and hears everything;
 //! with both, `slack` can be named in routes.
 
@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::{Channel, EmailNotifier, SlackNotifier};
-use crate::handlers::NOTIFYING;
+use crate::event::EventType;
 
 /// The name the stand-alone Slack URL gets as a channel.
 pub const DEFAULT_SLACK_CHANNEL: &str = "slack";
@@ -186,12 +186,12 @@ impl Routes {
                 return Err(bad(format!("routes[{r}].channels"), "empty"));
             }
             for (e, pattern) in route.events.iter().enumerate() {
-                if !NOTIFYING.iter().any(|t| matches(pattern, t)) {
+                if !notifying().any(|t| matches(pattern, t)) {
                     return Err(bad(
                         format!("routes[{r}].events[{e}]"),
                         format!(
                             "\"{pattern}\" matches no event type this pipeline notifies about ({})",
-                            NOTIFYING.join(", ")
+                            notifying().collect::<Vec<_>>().join(", ")
                         ),
                     ));
                 }
@@ -240,6 +240,14 @@ impl Routes {
             .values()
             .any(|c| matches!(c, ChannelSpec::Email { .. }))
     }
+}
+
+/// The types a route may name.
+fn notifying() -> impl Iterator<Item = &'static str> {
+    EventType::ALL
+        .iter()
+        .filter(|t| t.notifies())
+        .map(EventType::as_str)
 }
 
 /// `*`, `prefix.*` or an exact type.
