@@ -12,7 +12,7 @@ Serves page.html at / (placeholders replaced) and canned JSON for the console's 
 
 Standard library only.  Usage:
 
-    python3 cli/src/console/mock_server.py --port 8765 [--token T] [--env LABEL]
+    python3 cli/dev/console_mock_server.py --port 8765 [--token T] [--env LABEL]
         [--new-event-every SECONDS] [--fail-every N] [--quiet]
 """
 
@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-PAGE = Path(__file__).resolve().parent / "page.html"
+PAGE = Path(__file__).resolve().parent.parent / "src" / "console" / "page.html"
 TIME_ZONE = "Europe/Paris"
 try:
     from zoneinfo import ZoneInfo
