@@ -41,7 +41,7 @@ profile_stop() {
   kill -INT "$perf_pid" 2>/dev/null || true
   wait "$perf_pid" 2>/dev/null || true
   perf_pid=
-  perf script -i "$RESULTS/perf.data" -F comm,dso,sym 2>>"$RESULTS/perf.log" |
+  perf script -i "$RESULTS/perf.data" -F pid,tid,ip,sym,dso 2>>"$RESULTS/perf.log" |
     python3 bench/profile.py receiver bench-noop-http >"$RESULTS/profile.json" ||
     say "profile: perf script failed (see $RESULTS/perf.log)"
   rm -f "$RESULTS/perf.data"

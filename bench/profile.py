@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""Where a process's CPU went: reads `perf script -F comm,dso,sym` output (a flat, system-wide
-`perf record` of the load stage) and writes, per command name, the share of samples by component
-and the top symbols, as JSON for bench/report.py.
+"""Where a process's CPU went: reads `perf script -F pid,tid,ip,sym,dso` output (a flat, system-wide
+`perf record` of the load stage) and writes, per binary name, the share of samples by component and
+the top symbols, as JSON for bench/report.py.
 
-Usage: perf script -i perf.data -F comm,dso,sym | bench/profile.py receiver bench-noop-http > profile.json
+Usage: perf script -i perf.data -F pid,tid,ip,sym,dso | bench/profile.py receiver bench-noop-http > profile.json
+
+A process is the named binary's when any of its samples is in that binary (its main thread's name
+would not do: tokio's worker threads are all `tokio-runtime-w`); every sample of such a process counts,
+in the kernel and libc too.
 
 Components are named from the demangled symbol's crates (the first crate named in it that is not
 core/alloc/std, so `<hyper::... as tower::Service>::call` counts as hyper) and, for code outside the
@@ -53,21 +57,30 @@ def component(dso, sym):
     return "other"
 
 
+# "<pid>/<tid>  <ip> <sym>+0x.. (<dso>)" or "... [unknown] (<dso>)"
+LINE = re.compile(r"^\s*(\d+)/\d+\s+[0-9a-f]+\s+(.*?)\s+\(([^()]*)\)\s*$")
+
+
 def main():
     wanted = sys.argv[1:]
+    by_pid = collections.defaultdict(list)
+    owner = {}
+    for line in sys.stdin:
+        match = LINE.match(line)
+        if not match:
+            continue
+        pid, sym, dso = match.groups()
+        sym = re.sub(r"\+0x[0-9a-f]+$", "", sym.strip())
+        by_pid[pid].append((sym, dso))
+        name = dso.rsplit("/", 1)[-1]
+        if name in wanted:
+            owner.setdefault(pid, name)
     samples = {c: collections.Counter() for c in wanted}
     symbols = {c: collections.Counter() for c in wanted}
-    for line in sys.stdin:
-        parts = line.strip().split(None, 1)
-        if len(parts) < 2 or parts[0] not in samples:
-            continue
-        comm, rest = parts
-        # "<sym>+0x.. (<dso>)" or "[unknown] (<dso>)"
-        match = re.match(r"(.*?)\s+\(([^()]*)\)\s*$", rest)
-        sym, dso = (match.group(1), match.group(2)) if match else (rest, "")
-        sym = re.sub(r"\+0x[0-9a-f]+$", "", sym.strip())
-        samples[comm][component(dso, sym)] += 1
-        symbols[comm][sym if sym else f"[{dso}]"] += 1
+    for pid, name in owner.items():
+        for sym, dso in by_pid[pid]:
+            samples[name][component(dso, sym)] += 1
+            symbols[name][sym if sym and sym != "[unknown]" else f"[{dso}]"] += 1
     out = {}
     for comm in wanted:
         total = sum(samples[comm].values())

@@ -109,7 +109,7 @@ if has_stage coldstart; then
   if [[ -n $perf_pid ]]; then
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
-    perf script -i "$RESULTS/perf-coldstart.data" -F comm,dso,sym 2>>"$RESULTS/perf-coldstart.log" |
+    perf script -i "$RESULTS/perf-coldstart.data" -F pid,tid,ip,sym,dso 2>>"$RESULTS/perf-coldstart.log" |
       python3 bench/profile.py receiver processor bench-hello >"$RESULTS/profile-coldstart.json" || true
     rm -f "$RESULTS/perf-coldstart.data"
   fi
