@@ -118,7 +118,8 @@ const INDEX_KEYS: [&str; 2] = ["feed_partition", "feed_sort"];
 /// What kind of pipeline item a key names, for the per-item table of the cost model.
 fn item_kind(key: &serde_json::Value) -> &'static str {
     let s = |name: &str| key[name]["S"].as_str().unwrap_or_default();
-    if !key[DEDUP_KEY].is_null() {
+    // The billing table's keys first: a marker's feed record carries an `event_id` attribute too.
+    if key[PK].is_null() && !key[DEDUP_KEY].is_null() {
         let id = s(DEDUP_KEY);
         return if id.starts_with("#body#") {
             "dedup: stashed body chunk"
@@ -506,7 +507,7 @@ mod tests {
     #[test]
     fn a_transaction_costs_two_units_per_item_and_the_index_one() {
         let marker = json!({
-            "pk": {"S": "EVENT#evt_1"}, "sk": {"S": "EVENT"},
+            "pk": {"S": "EVENT#evt_1"}, "sk": {"S": "EVENT"}, "event_id": {"S": "evt_1"},
             "feed_partition": {"S": "DAY#2026-12-07"}, "feed_sort": {"S": "0001796000000#evt_1"},
         });
         let state = json!({"pk": {"S": "CUSTOMER#cus_1"}, "sk": {"S": "CREDITS"}});
