@@ -17,10 +17,7 @@
 
 use std::{collections::HashSet, future::Future, pin::pin, sync::Arc, time::Duration};
 
-use aws_lambda_events::{
-    encodings::Base64Data,
-    event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute},
-};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use lambda_runtime::{Context, LambdaEvent};
 use stripe_pipeline::{
@@ -29,9 +26,7 @@ use stripe_pipeline::{
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::sqs::{
-    message_attribute, system_attribute, system_attributes, Queue, QueueInfo, SqsError,
-};
+use crate::sqs::{message_attribute, system_attribute, Queue, QueueInfo, SqsError};
 
 /// The processor as the Lambda wires it.
 pub type ProcessorApp = stripe_pipeline::process::Processor<DynamoDedupStore, DynamoBillingStore>;
@@ -296,7 +291,7 @@ impl Poller {
         let mut event = SqsEvent::default();
         event.records = messages
             .iter()
-            .map(|m| to_lambda_message(m, &self.info.arn, &self.region))
+            .map(|m| processor::sqs::lambda_message(m, &self.info.arn, &self.region))
             .collect();
         let ids: HashSet<&str> = messages
             .iter()
@@ -431,30 +426,4 @@ impl Poller {
             );
         }
     }
-}
-
-/// A received message as Lambda hands it to a function.
-pub fn to_lambda_message(message: &Message, queue_arn: &str, region: &str) -> SqsMessage {
-    let mut converted = SqsMessage::default();
-    converted.message_id = message.message_id.clone();
-    converted.receipt_handle = message.receipt_handle.clone();
-    converted.body = message.body.clone();
-    converted.md5_of_body = message.md5_of_body.clone();
-    converted.md5_of_message_attributes = message.md5_of_message_attributes.clone();
-    converted.attributes = system_attributes(message);
-    for (name, value) in message.message_attributes.iter().flatten() {
-        let mut attribute = SqsMessageAttribute::default();
-        attribute.string_value = value.string_value.clone();
-        attribute.binary_value = value.binary_value.as_ref().map(|b| {
-            let mut data = Base64Data::default();
-            data.extend_from_slice(b.as_ref());
-            data
-        });
-        attribute.data_type = Some(value.data_type.clone());
-        converted.message_attributes.insert(name.clone(), attribute);
-    }
-    converted.event_source_arn = Some(queue_arn.to_owned());
-    converted.event_source = Some("aws:sqs".to_owned());
-    converted.aws_region = Some(region.to_owned());
-    converted
 }

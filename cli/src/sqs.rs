@@ -3,8 +3,6 @@
 //! stays with [`stripe_pipeline::queue`], through [`stripe_pipeline::intake`]; [`Queue::send_body`]
 //! is for what another sender would put there (an EventBridge rule's target).
 
-use std::collections::HashMap;
-
 use aws_sdk_sqs::{
     types::{
         ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
@@ -249,14 +247,4 @@ pub fn message_attribute<'a>(message: &'a Message, name: &str) -> Option<&'a str
 /// A message's system attribute (`ApproximateReceiveCount`, `SentTimestamp`, …).
 pub fn system_attribute(message: &Message, name: MessageSystemAttributeName) -> Option<&str> {
     message.attributes.as_ref()?.get(&name).map(String::as_str)
-}
-
-/// All system attributes by name, as Lambda hands them to a function.
-pub fn system_attributes(message: &Message) -> HashMap<String, String> {
-    message
-        .attributes
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
-        .collect()
 }

@@ -1,7 +1,8 @@
 //! Generated Stripe event histories for tests: one customer's subscription, payments, credits and
 //! refund, as consistent events built from the fixtures (whose ids do not line up on their own).
 //! Shared by the unit property tests and the integration tests so both check the same histories.
-//! Also [`LogCapture`], the functions' log lines as a test sees them.
+//! Also [`LogCapture`], the functions' log lines as a test sees them, and [`billing_state`], the billing
+//! table as the tests and the chaos suite compare it.
 
 use serde_json::{json, Value};
 
@@ -219,5 +220,48 @@ impl LogCapture {
             .lines()
             .map(|line| serde_json::from_str(line).expect("each line is one JSON object"))
             .collect()
+    }
+}
+
+/// The billing state in `table`: every item except what is not state (exactly-once markers, which
+/// carry the feed records, and dispute entries), keyed by `(pk, sk)`, each as its other attributes in
+/// sorted `name=value` text (`sent_at` left out: it is a clock). Read with consistent scans.
+pub async fn billing_state(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<std::collections::BTreeMap<(String, String), String>, aws_sdk_dynamodb::Error> {
+    let mut state = std::collections::BTreeMap::new();
+    let mut start = None;
+    loop {
+        let output = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        for item in output.items.unwrap_or_default() {
+            let text = |name: &str| {
+                item.get(name)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let (pk, sk) = (text("pk"), text("sk"));
+            if sk == "EVENT" || pk.starts_with("FEED#") {
+                continue;
+            }
+            let mut fields: Vec<String> = item
+                .iter()
+                .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            fields.sort();
+            state.insert((pk, sk), fields.join(","));
+        }
+        start = output.last_evaluated_key;
+        if start.is_none() {
+            return Ok(state);
+        }
     }
 }

@@ -9,19 +9,20 @@
 pub mod lambda_process;
 
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
     time::Duration,
 };
 
-use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
+use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use lambda_http::{http, Body, Request};
 use stripe_pipeline::{
     dedup::DynamoDedupStore,
     queue::SqsEventQueue,
-    signature::{sign, unix_now, SignatureVerifier, SigningSecret},
+    signature::{sign, unix_now, SigningSecret},
     telemetry::Metrics,
 };
 
@@ -185,33 +186,35 @@ pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;
 pub const TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const LEASE: Duration = Duration::from_secs(30);
 
-/// A receiver wired exactly as `main.rs` wires it, to the given endpoints.
+/// A receiver wired exactly as `main.rs` wires it ([`receiver::init::app_with`]), to the given
+/// endpoints: the test's tables and queue, `secrets`, test mode, TTL [`TTL`] and lease [`LEASE`].
 pub async fn receiver_app(
     resources: &Resources,
     secrets: &[&str],
     dynamodb_at: &str,
     sqs_at: &str,
 ) -> ReceiverApp {
-    let secrets = secrets
-        .iter()
-        .map(|s| SigningSecret::new(*s).expect("secret"))
-        .collect();
-    receiver::handler::App {
-        source_ips: None,
-        verifier: SignatureVerifier::new(secrets, Duration::from_secs(300)).expect("verifier"),
-        store: DynamoDedupStore::new(
-            dynamodb(dynamodb_at).await,
-            &resources.dedup_table,
-            TTL,
-            LEASE,
-        ),
-        queue: SqsEventQueue::new(sqs(sqs_at).await, &resources.event_queue_url),
-        livemode: Some(false),
-        test_connect_events: stripe_pipeline::config::TestConnectEvents::Ignore,
-        max_body_bytes: 1024 * 1024,
-        sqs_max_message_bytes: 256 * 1024,
-        metrics: Metrics::new("IntegrationTest", "receiver"),
-    }
+    use stripe_pipeline::config as var;
+    let env: HashMap<&str, String> = HashMap::from([
+        (var::DEDUP_TABLE_NAME, resources.dedup_table.clone()),
+        (var::EVENT_QUEUE_URL, resources.event_queue_url.clone()),
+        (var::STRIPE_WEBHOOK_SECRET, secrets.join(",")),
+        (var::STRIPE_LIVEMODE, "false".to_owned()),
+        (var::DEDUP_TTL_SECS, TTL.as_secs().to_string()),
+        (var::DEDUP_LEASE_SECS, LEASE.as_secs().to_string()),
+        (var::METRICS_NAMESPACE, "IntegrationTest".to_owned()),
+    ]);
+    let config =
+        stripe_pipeline::config::ReceiverConfig::from_lookup(|name| env.get(name).cloned())
+            .expect("receiver config");
+    receiver::init::app_with(
+        config,
+        &sdk_config().await,
+        dynamodb(dynamodb_at).await,
+        sqs(sqs_at).await,
+    )
+    .await
+    .expect("receiver")
 }
 
 /// Every Stripe fixture event: (type, raw bytes).
@@ -343,7 +346,11 @@ pub async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<SqsMessage
                     .await
                     .expect("delete");
             }
-            drained.push(to_lambda_message(message));
+            drained.push(processor::sqs::lambda_message(
+                &message,
+                &processor::sqs::queue_arn(queue_url, REGION),
+                REGION,
+            ));
         }
     }
 }
@@ -365,23 +372,6 @@ pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> usize {
         })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
-}
-
-fn to_lambda_message(message: aws_sdk_sqs::types::Message) -> SqsMessage {
-    let mut converted = SqsMessage::default();
-    converted.message_id = message.message_id;
-    converted.receipt_handle = message.receipt_handle;
-    converted.body = message.body;
-    for (name, value) in message.message_attributes.unwrap_or_default() {
-        let mut attribute = SqsMessageAttribute::default();
-        attribute.string_value = value.string_value;
-        attribute.data_type = Some(value.data_type);
-        converted.message_attributes.insert(name, attribute);
-    }
-    for (name, value) in message.attributes.unwrap_or_default() {
-        converted.attributes.insert(name.as_str().to_owned(), value);
-    }
-    converted
 }
 
 /// The attribute of a drained message.
@@ -498,47 +488,14 @@ pub fn message(id: &str, body: &[u8]) -> SqsMessage {
     message
 }
 
-/// Every item of the billing table except exactly-once markers, keyed by (pk, sk): the state.
+/// The billing state ([`stripe_pipeline::testing::billing_state`]) of the test's billing table.
 pub async fn billing_state(
     resources: &Resources,
 ) -> std::collections::BTreeMap<(String, String), String> {
     let client = dynamodb(&dynamodb_endpoint()).await;
-    let mut state = std::collections::BTreeMap::new();
-    let mut start = None;
-    loop {
-        let output = client
-            .scan()
-            .table_name(&resources.billing_table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        for item in output.items.unwrap_or_default() {
-            let text = |name: &str| {
-                item.get(name)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let (pk, sk) = (text("pk"), text("sk"));
-            // Markers (which carry the feed records) and dispute entries are not state.
-            if sk == "EVENT" || pk.starts_with("FEED#") {
-                continue;
-            }
-            let mut fields: Vec<String> = item
-                .iter()
-                .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect();
-            fields.sort();
-            state.insert((pk, sk), fields.join(","));
-        }
-        start = output.last_evaluated_key;
-        if start.is_none() {
-            return state;
-        }
-    }
+    stripe_pipeline::testing::billing_state(&client, &resources.billing_table)
+        .await
+        .expect("scan")
 }
 
 /// A one-route-per-closure HTTP/1.1 server on a free local port, for the services tests stand in for

@@ -178,7 +178,9 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
                 return Err(format!("reference event {i} failed without faults").into());
             }
         }
-        let state = wiring::billing_state(&ddb, &reference_resources.billing_table).await?;
+        let state =
+            stripe_pipeline::testing::billing_state(&ddb, &reference_resources.billing_table)
+                .await?;
         reference.insert(refund, customer_state(&state, &tag));
         let required = reference_slack.texts()[notified_before..]
             .iter()
@@ -201,12 +203,8 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
     let ddb_proxy = FaultProxy::start(&dynamodb_direct, options.faults, false).await?;
     let sqs_proxy = FaultProxy::start(&sqs_direct, options.faults, false).await?;
     let slack = SlackSink::start(options.slack_failure).await?;
-    let receiver = Arc::new(wiring::receiver_app(
-        &config,
-        &resources,
-        &ddb_proxy.url,
-        &sqs_proxy.url,
-    )?);
+    let receiver =
+        Arc::new(wiring::receiver_app(&config, &resources, &ddb_proxy.url, &sqs_proxy.url).await?);
     let mut processor =
         wiring::processor_app(&config, &resources, &ddb_proxy.url, Some(&slack.url))?;
     // Time runs faster here (visibility VISIBILITY_SECS, not 200 s): the notification lease shrinks
@@ -394,7 +392,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
                 .map(str::to_owned)
         })
         .collect();
-    let state = wiring::billing_state(&ddb, &resources.billing_table).await?;
+    let state = stripe_pipeline::testing::billing_state(&ddb, &resources.billing_table).await?;
     let mut not_enqueued = 0;
     let mut unmarked = 0;
     let mut not_applied = 0;
@@ -721,6 +719,12 @@ async fn poll(
     kill: f64,
     seen: &Mutex<Seen>,
 ) {
+    let region = sqs
+        .config()
+        .region()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let arn = processor::sqs::queue_arn(queue, &region);
     while !done.load(Ordering::Relaxed) {
         let output = sqs
             .receive_message()
@@ -739,7 +743,7 @@ async fn poll(
             .messages
             .unwrap_or_default()
             .into_iter()
-            .map(wiring::to_lambda_message)
+            .map(|message| processor::sqs::lambda_message(&message, &arn, &region))
             .collect();
         if messages.is_empty() {
             continue;
@@ -857,9 +861,10 @@ fn event_id(body: &[u8]) -> String {
 /// The items of one customer's history, its tag replaced so histories can be compared.
 /// Notification records (`NOTIFY#`) are left out: notifications are checked against what Slack
 /// received, so a lost or repeated message is reported as such rather than as a state difference.
-fn customer_state(state: &BTreeMap<String, String>, tag: &str) -> Vec<(String, String)> {
+fn customer_state(state: &BTreeMap<(String, String), String>, tag: &str) -> Vec<(String, String)> {
     let mut items: Vec<(String, String)> = state
         .iter()
+        .map(|((pk, sk), v)| (format!("{pk}|{sk}"), v))
         .filter(|(k, _)| k.contains(tag) && !k.contains("|NOTIFY#"))
         .map(|(k, v)| (k.replace(tag, "T"), v.replace(tag, "T")))
         .collect();

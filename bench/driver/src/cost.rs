@@ -84,7 +84,7 @@ pub async fn run(results: &str, customers: usize) -> Result<bool, Error> {
     let resources = Resources::create(&format!("cost{run_id}"))?;
     let ddb = FaultProxy::start(&wiring::dynamodb_endpoint(), FaultPlan::default(), true).await?;
     let sqs = FaultProxy::start(&wiring::sqs_endpoint(), FaultPlan::default(), true).await?;
-    let receiver = wiring::receiver_app(&config, &resources, &ddb.url, &sqs.url)?;
+    let receiver = wiring::receiver_app(&config, &resources, &ddb.url, &sqs.url).await?;
     let processor = wiring::processor_app(&config, &resources, &ddb.url, None)?;
     let poller = wiring::sqs(&config, &sqs.url);
     let secret = SigningSecret::new(SECRET)?;
@@ -147,6 +147,12 @@ pub async fn run(results: &str, customers: usize) -> Result<bool, Error> {
     let mut batch_ms = Vec::new();
     let mut batch_sizes = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
+    let region = poller
+        .config()
+        .region()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let arn = processor::sqs::queue_arn(&resources.event_queue_url, &region);
     while processed < events && Instant::now() < deadline {
         let output = poller
             .receive_message()
@@ -161,7 +167,7 @@ pub async fn run(results: &str, customers: usize) -> Result<bool, Error> {
             .messages
             .unwrap_or_default()
             .into_iter()
-            .map(wiring::to_lambda_message)
+            .map(|message| processor::sqs::lambda_message(&message, &arn, &region))
             .collect();
         if messages.is_empty() {
             continue;

@@ -189,7 +189,7 @@ pub async fn run(results: &str, scale: f64) -> Result<bool, Error> {
     let resources = Resources::create(&format!("flood{run_id}"))?;
     let ddb = FaultProxy::start(&wiring::dynamodb_endpoint(), FaultPlan::default(), true).await?;
     let sqs = FaultProxy::start(&wiring::sqs_endpoint(), FaultPlan::default(), true).await?;
-    let mut app = wiring::receiver_app(&config, &resources, &ddb.url, &sqs.url)?;
+    let mut app = wiring::receiver_app(&config, &resources, &ddb.url, &sqs.url).await?;
     app.source_ips = Some(stripe_pipeline::source_ips::SourceIpAllowList::parse(
         STRIPE_ADDRESS,
     )?);

@@ -1,24 +1,20 @@
 //! The functions wired as their `main.rs` wire them, to endpoints of our choosing (the emulators or a
 //! fault proxy in front of them), plus what the Lambda service would do around them: tables and queues
-//! made from `template.yaml`, an SQS poller's message conversion, and a Slack stand-in.
+//! made from `template.yaml`, and a Slack stand-in.
 
 use std::{
-    collections::BTreeMap,
     process::Command,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
-use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use stripe_pipeline::{
     billing::DynamoBillingStore,
     dedup::DynamoDedupStore,
     notify::{Router, Routes},
     queue::SqsEventQueue,
-    signature::{SignatureVerifier, SigningSecret},
     telemetry::Metrics,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -120,34 +116,31 @@ pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;
 /// The processor's state.
 pub type ProcessorApp = stripe_pipeline::process::Processor<DynamoDedupStore, DynamoBillingStore>;
 
-/// The receiver as `functions/receiver/src/main.rs` builds it (configuration defaults), talking to
-/// DynamoDB and SQS at the given endpoints.
-pub fn receiver_app(
+/// The receiver as `functions/receiver/src/main.rs` builds it ([`receiver::init::app_with`],
+/// configuration defaults, test mode), talking to DynamoDB and SQS at the given endpoints.
+pub async fn receiver_app(
     config: &aws_config::SdkConfig,
     resources: &Resources,
     dynamodb_at: &str,
     sqs_at: &str,
 ) -> Result<ReceiverApp, Error> {
-    use stripe_pipeline::config::{DEFAULT_DEDUP_LEASE_SECS, DEFAULT_DEDUP_TTL_SECS};
-    Ok(receiver::handler::App {
-        source_ips: None,
-        verifier: SignatureVerifier::new(
-            vec![SigningSecret::new(SECRET)?],
-            Duration::from_secs(stripe_pipeline::signature::DEFAULT_TOLERANCE_SECS),
-        )?,
-        store: DynamoDedupStore::new(
-            dynamodb(config, dynamodb_at),
-            &resources.dedup_table,
-            Duration::from_secs(DEFAULT_DEDUP_TTL_SECS),
-            Duration::from_secs(DEFAULT_DEDUP_LEASE_SECS),
-        ),
-        queue: SqsEventQueue::new(sqs(config, sqs_at), &resources.event_queue_url),
-        livemode: Some(false),
-        test_connect_events: stripe_pipeline::config::TestConnectEvents::Ignore,
-        max_body_bytes: 1024 * 1024,
-        sqs_max_message_bytes: 256 * 1024,
-        metrics: Metrics::new("Bench", "receiver"),
-    })
+    use stripe_pipeline::config as var;
+    let env: std::collections::HashMap<&str, String> = std::collections::HashMap::from([
+        (var::DEDUP_TABLE_NAME, resources.dedup_table.clone()),
+        (var::EVENT_QUEUE_URL, resources.event_queue_url.clone()),
+        (var::STRIPE_WEBHOOK_SECRET, SECRET.to_owned()),
+        (var::STRIPE_LIVEMODE, "false".to_owned()),
+        (var::METRICS_NAMESPACE, "Bench".to_owned()),
+    ]);
+    let receiver =
+        stripe_pipeline::config::ReceiverConfig::from_lookup(|name| env.get(name).cloned())?;
+    Ok(receiver::init::app_with(
+        receiver,
+        config,
+        dynamodb(config, dynamodb_at),
+        sqs(config, sqs_at),
+    )
+    .await?)
 }
 
 /// The processor as `functions/processor/src/main.rs` builds it, DynamoDB at `dynamodb_at`, Slack at
@@ -166,24 +159,6 @@ pub fn processor_app(
         stripe: None,
         metrics: Metrics::new("Bench", "processor"),
     })
-}
-
-/// An SQS message as the Lambda event source mapping hands it to the function.
-pub fn to_lambda_message(message: aws_sdk_sqs::types::Message) -> SqsMessage {
-    let mut converted = SqsMessage::default();
-    converted.message_id = message.message_id;
-    converted.receipt_handle = message.receipt_handle;
-    converted.body = message.body;
-    for (name, value) in message.message_attributes.unwrap_or_default() {
-        let mut attribute = SqsMessageAttribute::default();
-        attribute.string_value = value.string_value;
-        attribute.data_type = Some(value.data_type);
-        converted.message_attributes.insert(name, attribute);
-    }
-    for (name, value) in message.attributes.unwrap_or_default() {
-        converted.attributes.insert(name.as_str().to_owned(), value);
-    }
-    converted
 }
 
 /// A stand-in for a Slack incoming webhook: records each accepted message's text, and answers 500 to a
@@ -266,36 +241,6 @@ impl SlackSink {
     pub fn texts(&self) -> Vec<String> {
         self.texts.lock().map(|t| t.clone()).unwrap_or_default()
     }
-}
-
-/// Every item of the billing table except the exactly-once markers, as `pk|sk` → sorted attributes
-/// (as `tests/common/mod.rs`'s `billing_state` does, `sent_at` left out: it is a clock).
-pub async fn billing_state(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Result<BTreeMap<String, String>, Error> {
-    let mut state = BTreeMap::new();
-    for item in scan(client, table).await? {
-        let text = |name: &str| {
-            item.get(name)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .unwrap_or_default()
-        };
-        let (pk, sk) = (text("pk"), text("sk"));
-        // Markers (which carry the feed records) and dispute entries are not state.
-        if sk == "EVENT" || pk.starts_with("FEED#") {
-            continue;
-        }
-        let mut fields: Vec<String> = item
-            .iter()
-            .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect();
-        fields.sort();
-        state.insert(format!("{pk}|{sk}"), fields.join(","));
-    }
-    Ok(state)
 }
 
 /// Every item of a table (consistent reads).

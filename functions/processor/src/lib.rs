@@ -4,3 +4,4 @@
 
 pub mod handler;
 pub mod init;
+pub mod sqs;

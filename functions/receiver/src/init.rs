@@ -1,5 +1,6 @@
 //! Cold start wiring: the receiver's [`App`] from the environment, built once. `main.rs` calls it; the
-//! integration tests call [`app_from`] to check that a cold start fails where it must.
+//! integration tests and the bench driver build theirs with [`app_with`] (their own endpoints), and
+//! call [`app_from`] to check that a cold start fails where it must.
 
 use stripe_pipeline::{
     config::{ConfigError, ReceiverConfig},
@@ -45,6 +46,20 @@ pub async fn app_from(
     config: ReceiverConfig,
     aws: &aws_config::SdkConfig,
 ) -> Result<DeployedApp, InitError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+    let sqs = aws_sdk_sqs::Client::new(aws);
+    app_with(config, aws, dynamodb, sqs).await
+}
+
+/// [`app_from`] with the dedup table and the event queue reached through `dynamodb` and `sqs` (the
+/// integration tests and the bench point them at the emulators or at a fault proxy in front of them);
+/// everything else, built from `config` and `aws` exactly as deployed.
+pub async fn app_with(
+    config: ReceiverConfig,
+    aws: &aws_config::SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
+    sqs: aws_sdk_sqs::Client,
+) -> Result<DeployedApp, InitError> {
     let source_ips = match &config.source_ip_allowlist_parameter {
         Some(name) => {
             let list = source_ips::load(&aws_sdk_ssm::Client::new(aws), name).await?;
@@ -62,12 +77,12 @@ pub async fn app_from(
         source_ips,
         verifier: SignatureVerifier::new(secrets, config.tolerance)?,
         store: DynamoDedupStore::new(
-            aws_sdk_dynamodb::Client::new(aws),
+            dynamodb,
             config.dedup_table,
             config.dedup_ttl,
             config.dedup_lease,
         ),
-        queue: SqsEventQueue::new(aws_sdk_sqs::Client::new(aws), config.event_queue_url),
+        queue: SqsEventQueue::new(sqs, config.event_queue_url),
         livemode: config.livemode,
         test_connect_events: config.test_connect_events,
         max_body_bytes: config.max_body_bytes,
