@@ -8,8 +8,11 @@ use integration_tests::*;
 use receiver::handler::handle as receive;
 use serde_json::Value;
 use stripe_pipeline::{
-    billing::{self, BillingStore, DynamoBillingStore, Key},
-    feed::{self, FeedRecord},
+    billing::{
+        self,
+        feed::{self, FeedRecord},
+        BillingStore, DynamoBillingStore, Key,
+    },
     signature::unix_now,
 };
 use stripe_webhooks::{console::Console, sqs::Queue};
@@ -95,12 +98,15 @@ impl Drop for RunningConsole {
 }
 
 async fn console(resources: &Resources) -> RunningConsole {
-    let dynamodb = dynamodb(&dynamodb_endpoint()).await;
-    let sqs = sqs(&sqs_endpoint()).await;
+    console_at(resources, &dynamodb_endpoint(), &sqs_endpoint()).await
+}
+
+/// The console on `resources`, its DynamoDB and SQS clients at the given endpoints.
+async fn console_at(resources: &Resources, dynamodb_at: &str, sqs_at: &str) -> RunningConsole {
+    let dynamodb = dynamodb(dynamodb_at).await;
+    let sqs = sqs(sqs_at).await;
     let token = stripe_webhooks::console::new_token();
     let console = Arc::new(Console {
-        dynamodb: dynamodb.clone(),
-        billing_table: resources.billing_table.clone(),
         dedup: stripe_pipeline::dedup::DynamoDedupStore::new(
             dynamodb.clone(),
             &resources.dedup_table,
@@ -427,6 +433,51 @@ async fn a_won_lost_or_closed_dispute_is_not_open_whatever_the_order() {
         .collect();
     assert_eq!(statuses.len(), history.bodies.len());
     assert!(statuses.contains(&("dp_won_b".to_owned(), "won".to_owned())));
+}
+
+#[tokio::test]
+async fn a_table_or_queue_that_fails_is_a_502_that_names_it_and_echoes_nothing_of_the_error() {
+    // GIVEN a console whose DynamoDB and SQS endpoints refuse every connection
+    let resources = Resources::create();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let console = console_at(&resources, &closed, &closed).await;
+    for (path, names) in [
+        ("/api/events", "DynamoDB (the feed index) unavailable"),
+        (
+            "/api/events/evt_1",
+            "DynamoDB (the event's status) unavailable",
+        ),
+    ] {
+        // WHEN the page asks for the feed or an event
+        let response = reqwest::get(format!("{}{path}", console.base))
+            .await
+            .unwrap();
+        // THEN it gets a 502 that says what failed, and nothing of the SDK's error (its endpoint,
+        // the connector's words)
+        assert_eq!(response.status(), 502, "{path}");
+        let error = response.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(error.starts_with(names), "{path}: {error}");
+        assert!(!error.contains("127.0.0.1"), "{path}: {error}");
+        assert!(
+            !error.to_lowercase().contains("dispatch"),
+            "{path}: {error}"
+        );
+    }
+    // A bad request still says exactly what was wrong.
+    let response = reqwest::get(format!("{}/api/events?outcome=golden", console.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "unknown outcome \"golden\""
+    );
 }
 
 #[tokio::test]

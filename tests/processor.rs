@@ -808,8 +808,10 @@ async fn an_event_no_handler_acts_on_is_one_conditional_write_of_its_marker_with
     use billing::AttributesExt;
     assert_eq!(marker.s("event_type"), Some("customer.created"));
     assert_eq!(marker.s("outcome"), Some("unknown"));
-    assert!(marker.s(stripe_pipeline::feed::PARTITION).is_some());
-    assert!(marker.s(stripe_pipeline::feed::SORT).is_some());
+    assert!(marker
+        .s(stripe_pipeline::billing::feed::PARTITION)
+        .is_some());
+    assert!(marker.s(stripe_pipeline::billing::feed::SORT).is_some());
     assert_eq!(
         billing_state(&resources).await,
         Default::default(),
@@ -846,7 +848,7 @@ async fn an_event_no_handler_acts_on_is_one_conditional_write_of_its_marker_with
         .expect("the marker");
     let now = stripe_pipeline::signature::unix_now() as i64;
     assert!(written
-        .n(stripe_pipeline::feed::EXPIRES_AT)
+        .n(stripe_pipeline::billing::attr::EXPIRES_AT)
         .is_some_and(|at| (now + 3_500..=now + 3_700).contains(&at)));
 }
 

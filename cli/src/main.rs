@@ -978,8 +978,6 @@ async fn run_console(args: ConsoleArgs) -> Result<ExitCode, CliError> {
         ),
     };
     let console = std::sync::Arc::new(stripe_webhooks::console::Console {
-        dynamodb: aws.dynamodb.clone(),
-        billing_table: args.billing_table.clone(),
         dedup: args.intake.store(&aws),
         billing: DynamoBillingStore::new(aws.dynamodb.clone(), &args.billing_table),
         event_queue: Queue::new(aws.sqs.clone(), &args.intake.event_queue_url),

@@ -18,7 +18,7 @@
 //! | [`objects`] | the Stripe objects handlers read (only the fields used) |
 //! | [`handlers`] | one handler per object family: event → planned changes and notifications |
 //! | [`process`] | one queued event end to end: read → fetch → plan → apply exactly once → notify → log |
-//! | [`billing`] | billing state: exactly-once, order-safe writes and the read API (`entitlement`) |
+//! | [`billing`] | billing state: exactly-once, order-safe writes, the read API (`entitlement`), and the event feed ([`billing::feed`]) the console reads |
 //! | [`notify`] | notification routes, channels (Slack, SES email) and the outbox (claim → send → mark) |
 //! | [`money`] | minor-unit amounts and their formatting |
 //! | [`stripe_api`] | reading Stripe's API (events, objects) under a rate limit, with retries |
@@ -36,7 +36,6 @@ pub mod config;
 pub mod dedup;
 pub mod delivery;
 pub mod event;
-pub mod feed;
 pub mod handlers;
 pub mod intake;
 pub mod money;

@@ -14,11 +14,10 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::{
-    billing::{Applied, BillingError, BillingStore, EventMarker, Key},
+    billing::{feed::FeedRecord, Applied, BillingError, BillingStore, EventMarker, Key},
     dedup::{DedupError, DedupStore},
     delivery::{parse_delivery, Delivery},
     event::{EventError, EventType, StripeEvent},
-    feed::FeedRecord,
     handlers::{self, HandlerError},
     notify::{outbox, About, NotifyError, OutboxError, Router},
     queue::{MessageBody, QueueError, QueueMessage},

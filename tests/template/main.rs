@@ -13,7 +13,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, IndexStatus, ProjectionType, TimeT
 use aws_sdk_sqs::types::QueueAttributeName;
 use integration_tests::{dynamodb, dynamodb_endpoint, repo_root, sqs, sqs_endpoint, Resources};
 use serde_norway::Value;
-use stripe_pipeline::{billing, config, feed, telemetry::Outcome};
+use stripe_pipeline::{
+    billing::{self, feed},
+    config,
+    telemetry::Outcome,
+};
 
 mod eventbridge;
 mod functions;

@@ -295,7 +295,7 @@ fn tables_have_the_keys_and_ttl_the_code_uses() {
 #[test]
 fn billing_table_has_the_feed_index_and_ttl_the_code_uses() {
     let template = Template::load();
-    // shared/src/feed.rs: feed records are queried through the ByFeed GSI, newest first, and expire
+    // shared/src/billing/feed.rs: feed records are queried through the ByFeed GSI, newest first, and expire
     // on expires_at.
     let indexes = template
         .property("BillingTable", "GlobalSecondaryIndexes")
@@ -345,7 +345,7 @@ fn billing_table_has_the_feed_index_and_ttl_the_code_uses() {
     let ttl = template.property("BillingTable", "TimeToLiveSpecification");
     assert_eq!(
         ttl["AttributeName"].as_str(),
-        Some(feed::EXPIRES_AT),
+        Some(billing::attr::EXPIRES_AT),
         "BillingTable: TTL attribute"
     );
     assert_eq!(
@@ -409,7 +409,7 @@ async fn emulator_billing_table_serves_the_feed_index_newest_first() {
         .time_to_live_description
         .expect("TTL description");
     assert_eq!(ttl.time_to_live_status(), Some(&TimeToLiveStatus::Enabled));
-    assert_eq!(ttl.attribute_name(), Some(feed::EXPIRES_AT));
+    assert_eq!(ttl.attribute_name(), Some(billing::attr::EXPIRES_AT));
 
     // AND a query of one day's partition returns that day's event markers (which carry the feed
     // records), newest first, and nothing without feed keys (a notification record)
@@ -430,7 +430,10 @@ async fn emulator_billing_table_serves_the_feed_index_newest_first() {
             put = put
                 .item(feed::PARTITION, s(day))
                 .item(feed::SORT, s(sort))
-                .item(feed::EXPIRES_AT, AttributeValue::N("1800000000".into()));
+                .item(
+                    billing::attr::EXPIRES_AT,
+                    AttributeValue::N("1800000000".into()),
+                );
         }
         put.send().await.expect("put_item");
     }

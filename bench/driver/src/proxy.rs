@@ -111,7 +111,7 @@ pub type RequestCounts = Arc<Mutex<BTreeMap<String, OperationCount>>>;
 const PK: &str = "pk";
 const SK: &str = "sk";
 const DEDUP_KEY: &str = "event_id";
-/// The `ByFeed` GSI's key attributes (`stripe_pipeline::feed`): an item carrying both is also written
+/// The `ByFeed` GSI's key attributes (`stripe_pipeline::billing::feed`): an item carrying both is also written
 /// to the index.
 const INDEX_KEYS: [&str; 2] = ["feed_partition", "feed_sort"];
 

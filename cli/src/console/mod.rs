@@ -14,7 +14,6 @@ use std::{
     sync::Arc,
 };
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{
     extract::{Path, Query, State},
     http::{header, HeaderMap, StatusCode},
@@ -25,10 +24,12 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stripe_pipeline::{
-    billing::{BillingStore, DynamoBillingStore, Key},
+    billing::{
+        feed::{self, FeedEntry, FeedOutcome, FeedRange, FeedRecord},
+        DynamoBillingStore,
+    },
     dedup::{DedupStore, DynamoDedupStore},
     event::EventType,
-    feed::{self, FeedOutcome, FeedRecord},
     money::Money,
     signature::unix_now,
     stripe_api::StripeApi,
@@ -43,13 +44,9 @@ const MAX_PAGE: usize = 100;
 
 /// What the console reads and acts on.
 pub struct Console {
-    /// DynamoDB, for the feed index.
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    /// The billing table's name.
-    pub billing_table: String,
     /// The dedup table (status, replay).
     pub dedup: DynamoDedupStore,
-    /// The billing table (status).
+    /// The billing table: the feed (its `ByFeed` index, the records), status.
     pub billing: DynamoBillingStore,
     /// The event queue (replay, redrive target).
     pub event_queue: Queue,
@@ -105,17 +102,74 @@ pub async fn serve(
         .await
 }
 
-/// An API error: status and a message for the page.
-struct ApiError(StatusCode, String);
+/// Why an API request failed. [`ConsoleError::status`] is the one place a status is chosen; what the
+/// page reads is the error's own message, never the text of an underlying error (an AWS SDK error can
+/// carry a request id, a table ARN, an account): that goes to the console's log.
+#[derive(Debug, thiserror::Error)]
+enum ConsoleError {
+    /// The request itself is wrong (a cursor, a filter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// An action without the run's token.
+    #[error("missing or wrong X-Console-Token")]
+    Forbidden,
+    /// An action this console cannot take as started.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// A table, queue or Stripe's API failed.
+    #[error("{what} unavailable; the console's log says why")]
+    Unavailable {
+        /// What failed, for people.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Stripe's API refused or failed; what it says is ours, or Stripe's own `error.message`.
+    #[error("Stripe: {0}")]
+    Stripe(stripe_pipeline::stripe_api::StripeApiError),
+    /// A date computation failed (a time zone without today).
+    #[error("internal error; the console's log says why")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(json!({ "error": self.1 }))).into_response()
+impl ConsoleError {
+    fn unavailable(
+        what: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            what,
+            source: Box::new(source),
+        }
+    }
+
+    fn internal(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(source))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Stripe(stripe_pipeline::stripe_api::StripeApiError::NotFound) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Unavailable { .. } | Self::Stripe(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 }
 
-fn unavailable(what: &str, error: impl std::fmt::Display) -> ApiError {
-    ApiError(StatusCode::BAD_GATEWAY, format!("{what}: {error}"))
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %stripe_pipeline::telemetry::error_chain(&self), "console request failed");
+        }
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
 }
 
 async fn page(State(console): State<Arc<Console>>) -> Response {
@@ -209,70 +263,33 @@ impl Console {
         }
     }
 
-    /// Feed records of one index partition, newest first, below `before` (a sort key) if given, up to
-    /// `limit` of those passing `keep`; and whether more were left.
+    /// Feed entries of one index partition, newest first, within `range`, up to `limit` of those
+    /// passing `keep`; and whether more were left.
     async fn query_partition(
         &self,
         partition: &str,
-        before: Option<&str>,
-        after: Option<&str>,
+        range: FeedRange<'_>,
         limit: usize,
         keep: &(dyn Fn(&FeedRecord) -> bool + Sync),
-    ) -> Result<(Vec<(String, FeedRecord, Option<i64>)>, bool), ApiError> {
+    ) -> Result<(Vec<FeedEntry>, bool), ConsoleError> {
         let mut found = Vec::new();
-        let mut start = None;
+        let mut page = None;
         loop {
-            let mut condition = format!("{} = :p", feed::PARTITION);
-            let mut query = self
-                .dynamodb
-                .query()
-                .table_name(&self.billing_table)
-                .index_name(feed::INDEX)
-                .scan_index_forward(false)
-                .expression_attribute_values(":p", AttributeValue::S(partition.to_owned()))
-                .set_exclusive_start_key(start.take());
-            if let Some(before) = before {
-                condition.push_str(&format!(" AND {} < :before", feed::SORT));
-                query = query
-                    .expression_attribute_values(":before", AttributeValue::S(before.to_owned()));
-            } else if let Some(after) = after {
-                condition.push_str(&format!(" AND {} >= :after", feed::SORT));
-                query = query
-                    .expression_attribute_values(":after", AttributeValue::S(after.to_owned()));
-            }
-            let output = query
-                .key_condition_expression(condition)
-                .send()
+            let (entries, next) = self
+                .billing
+                .feed_page(partition, range, page.take())
                 .await
-                .map_err(|e| {
-                    unavailable(
-                        "DynamoDB Query on the feed index",
-                        stripe_pipeline::telemetry::error_chain(&e),
-                    )
-                })?;
-            for item in output.items.unwrap_or_default() {
-                let sort = match item.get(feed::SORT) {
-                    Some(AttributeValue::S(s)) => s.clone(),
-                    _ => continue,
-                };
-                let recorded_at = match item.get(feed::RECORDED_AT) {
-                    Some(AttributeValue::N(n)) => n.parse().ok(),
-                    _ => None,
-                };
-                let Some(record) = FeedRecord::from_attributes(
-                    &stripe_pipeline::billing::dynamo_item_attributes(item),
-                ) else {
-                    continue;
-                };
-                if keep(&record) {
+                .map_err(|e| ConsoleError::unavailable("DynamoDB (the feed index)", e))?;
+            for entry in entries {
+                if keep(&entry.record) {
                     if found.len() == limit {
                         return Ok((found, true));
                     }
-                    found.push((sort, record, recorded_at));
+                    found.push(entry);
                 }
             }
-            start = output.last_evaluated_key;
-            if start.is_none() {
+            page = next;
+            if page.is_none() {
                 return Ok((found, false));
             }
         }
@@ -284,12 +301,12 @@ impl Console {
         cursor: Option<&str>,
         limit: usize,
         keep: &(dyn Fn(&FeedRecord) -> bool + Sync),
-    ) -> Result<(Vec<Card>, Option<String>), ApiError> {
+    ) -> Result<(Vec<Card>, Option<String>), ConsoleError> {
         let now = unix_now() as i64;
         let (mut day, mut before) = match cursor.and_then(|c| c.split_once('|')) {
             Some((day, sort)) => (
                 day.parse::<i64>()
-                    .map_err(|_| ApiError(StatusCode::BAD_REQUEST, "bad cursor".into()))?,
+                    .map_err(|_| ConsoleError::BadRequest("bad cursor".into()))?,
                 Some(sort.to_owned()),
             ),
             None => (now.div_euclid(86_400), None),
@@ -299,11 +316,14 @@ impl Console {
         while day >= oldest {
             let partition = feed::day_partition(day * 86_400);
             let want = limit - cards.len();
-            let (found, more) = self
-                .query_partition(&partition, before.as_deref(), None, want, keep)
-                .await?;
-            let last = found.last().map(|(sort, ..)| sort.clone());
-            cards.extend(found.into_iter().map(|(_, r, at)| self.card(r, at)));
+            let range = before.as_deref().map_or(FeedRange::All, FeedRange::Before);
+            let (found, more) = self.query_partition(&partition, range, want, keep).await?;
+            let last = found.last().map(|entry| entry.sort.clone());
+            cards.extend(
+                found
+                    .into_iter()
+                    .map(|entry| self.card(entry.record, entry.recorded_at)),
+            );
             if cards.len() == limit {
                 let next = if more {
                     last.map(|sort| format!("{day}|{sort}"))
@@ -322,13 +342,14 @@ impl Console {
 async fn events(
     State(console): State<Arc<Console>>,
     Query(query): Query<FeedQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, ConsoleError> {
     let event_type = query.event_type.filter(|t| !t.is_empty());
     let outcome = match query.outcome.as_deref().filter(|o| !o.is_empty()) {
         None => None,
-        Some(text) => Some(FeedOutcome::parse(text).ok_or_else(|| {
-            ApiError(StatusCode::BAD_REQUEST, format!("unknown outcome {text:?}"))
-        })?),
+        Some(text) => Some(
+            FeedOutcome::parse(text)
+                .ok_or_else(|| ConsoleError::BadRequest(format!("unknown outcome {text:?}")))?,
+        ),
     };
     let keep = move |r: &FeedRecord| {
         event_type.as_deref().is_none_or(|t| r.event_type == t)
@@ -349,7 +370,7 @@ async fn events(
     Ok(Json(json!({ "events": cards, "next_cursor": next })))
 }
 
-async fn types(State(console): State<Arc<Console>>) -> Result<Json<Value>, ApiError> {
+async fn types(State(console): State<Arc<Console>>) -> Result<Json<Value>, ConsoleError> {
     let (recent, _) = console.feed_page(None, MAX_PAGE, &|_| true).await?;
     let mut types: Vec<String> = EventType::HANDLED.iter().map(|t| (*t).to_owned()).collect();
     types.extend(recent.into_iter().map(|c| c.event_type));
@@ -365,35 +386,35 @@ async fn types(State(console): State<Arc<Console>>) -> Result<Json<Value>, ApiEr
 /// evidence deadline;
 /// deliveries dropped as duplicates by the receiver or the processor (hourly counters, so the day's
 /// edges are those of whole hours: exact for zones on whole-hour offsets).
-async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, ApiError> {
+async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, ConsoleError> {
     let now = unix_now() as i64;
     let today = jiff::Timestamp::from_second(now)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ConsoleError::internal)?
         .to_zoned(console.time_zone.clone());
     let start = today
         .start_of_day()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ConsoleError::internal)?
         .timestamp()
         .as_second();
     let end = today
         .tomorrow()
         .and_then(|t| t.start_of_day())
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(ConsoleError::internal)?
         .timestamp()
         .as_second();
     let mut succeeded: BTreeMap<String, i64> = BTreeMap::new();
     let mut failed = 0;
     for day in start.div_euclid(86_400)..=(end - 1).div_euclid(86_400) {
-        let (records, _) = console
-            .query_partition(
-                &feed::day_partition(day * 86_400),
-                None,
-                None,
-                usize::MAX,
-                &|_| true,
-            )
+        let partition = feed::day_partition(day * 86_400);
+        let (entries, _) = console
+            .query_partition(&partition, FeedRange::All, usize::MAX, &|_| true)
             .await?;
-        for (_, record, recorded_at) in records {
+        for FeedEntry {
+            record,
+            recorded_at,
+            ..
+        } in entries
+        {
             if !recorded_at.is_some_and(|at| (start..end).contains(&at)) {
                 continue;
             }
@@ -408,18 +429,18 @@ async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, Api
             }
         }
     }
+    let not_yet_due = feed::sort_key(now, "");
     let (disputes, _) = console
         .query_partition(
             feed::DISPUTES,
-            None,
-            Some(&feed::sort_key(now, "")),
+            FeedRange::From(&not_yet_due),
             usize::MAX,
             &|_| true,
         )
         .await?;
     let mut open: BTreeMap<String, i64> = BTreeMap::new();
     let mut over = HashSet::new();
-    for (_, record, _) in disputes {
+    for FeedEntry { record, .. } in disputes {
         let closed = record.closes_dispute();
         if let (Some(id), Some(due)) = (record.object_id, record.due_by) {
             if closed {
@@ -435,18 +456,13 @@ async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, Api
         .dead_letters
         .info()
         .await
-        .map_err(|e| unavailable("SQS", stripe_pipeline::telemetry::error_chain(&e)))?
+        .map_err(|e| ConsoleError::unavailable("SQS (the dead-letter queue)", e))?
         .visible;
     let deduplicated = console
         .dedup
         .duplicates_between(start.max(0) as u64, end.max(0) as u64)
         .await
-        .map_err(|e| {
-            unavailable(
-                "DynamoDB (dedup table)",
-                stripe_pipeline::telemetry::error_chain(&e),
-            )
-        })?;
+        .map_err(|e| ConsoleError::unavailable("DynamoDB (the dedup table)", e))?;
     Ok(Json(json!({
         "date": today.strftime("%Y-%m-%d").to_string(),
         "time_zone": console.time_zone_name,
@@ -468,36 +484,17 @@ async fn summary(State(console): State<Arc<Console>>) -> Result<Json<Value>, Api
 async fn detail(
     State(console): State<Arc<Console>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, ConsoleError> {
     let known = status::status(&console.dedup, &console.billing, &id)
         .await
-        .map_err(|e| unavailable("status", stripe_pipeline::telemetry::error_chain(&e)))?;
-    // The marker carries the record; an event processed before markers did has a record of its own.
-    let mut record = None;
-    for key in [
-        Key::event_marker(&id),
-        Key::new(format!("FEED#{id}"), "FEED"),
-    ] {
-        let item = console.billing.get(&key).await.map_err(|e| {
-            unavailable(
-                "DynamoDB (billing table)",
-                stripe_pipeline::telemetry::error_chain(&e),
-            )
-        })?;
-        record = item.and_then(|item| {
-            let recorded_at = match item.get(feed::RECORDED_AT) {
-                Some(stripe_pipeline::billing::Value::N(n)) => Some(*n),
-                _ => None,
-            };
-            Some(console.card(FeedRecord::from_attributes(&item)?, recorded_at))
-        });
-        if record.is_some() {
-            break;
-        }
-    }
+        .map_err(|e| ConsoleError::unavailable("DynamoDB (the event's status)", e))?;
+    let record = feed::record_of(&console.billing, &id)
+        .await
+        .map_err(|e| ConsoleError::unavailable("DynamoDB (the billing table)", e))?
+        .map(|entry| console.card(entry.record, entry.recorded_at));
     let letters = dead_letters::list(&console.dead_letters, 100)
         .await
-        .map_err(|e| unavailable("SQS", stripe_pipeline::telemetry::error_chain(&e)))?;
+        .map_err(|e| ConsoleError::unavailable("SQS (the dead-letter queue)", e))?;
     let intake = match &known.intake {
         status::Intake::Unknown => {
             json!({"state": "unknown", "event_type": null, "until_display": null})
@@ -531,7 +528,7 @@ async fn detail(
     })))
 }
 
-fn check_token(console: &Console, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_token(console: &Console, headers: &HeaderMap) -> Result<(), ConsoleError> {
     let given = headers
         .get("x-console-token")
         .and_then(|v| v.to_str().ok())
@@ -546,10 +543,7 @@ fn check_token(console: &Console, headers: &HeaderMap) -> Result<(), ApiError> {
     {
         Ok(())
     } else {
-        Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "missing or wrong X-Console-Token".into(),
-        ))
+        Err(ConsoleError::Forbidden)
     }
 }
 
@@ -557,12 +551,11 @@ async fn replay_event(
     State(console): State<Arc<Console>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, ConsoleError> {
     check_token(&console, &headers)?;
     let Some(api) = &console.stripe else {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "replay reads the event from Stripe's API: start the console with STRIPE_API_KEY (or STRIPE_API_KEY_SECRET_ARN)".into(),
+        return Err(ConsoleError::Conflict(
+            "replay reads the event from Stripe's API: start the console with STRIPE_API_KEY (or STRIPE_API_KEY_SECRET_ARN)",
         ));
     };
     let queue = stripe_pipeline::queue::SqsEventQueue::new(
@@ -578,7 +571,12 @@ async fn replay_event(
         console.sqs_max_message_bytes,
     )
     .await
-    .map_err(|e| unavailable("replay", stripe_pipeline::telemetry::error_chain(&e)))?;
+    .map_err(|e| match e {
+        replay::ReplayError::Api(e) => ConsoleError::Stripe(e),
+        replay::ReplayError::Intake(e) => {
+            ConsoleError::unavailable("the dedup table or the event queue (replay)", e)
+        }
+    })?;
     let message = match replayed {
         replay::Replayed::Enqueued => format!("{id}: enqueued"),
         replay::Replayed::AlreadySeen => format!("{id}: already enqueued earlier, nothing sent"),
@@ -591,7 +589,7 @@ async fn redrive(
     State(console): State<Arc<Console>>,
     Path(_id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, ConsoleError> {
     check_token(&console, &headers)?;
     let summary = dead_letters::redrive(
         &console.dead_letters,
@@ -600,7 +598,7 @@ async fn redrive(
         &progress::hidden(),
     )
     .await
-    .map_err(|e| unavailable("SQS", stripe_pipeline::telemetry::error_chain(&e)))?;
+    .map_err(|e| ConsoleError::unavailable("SQS (redrive)", e))?;
     Ok(Json(json!({ "message": format!(
         "moved {} message(s) from the dead-letter queue to the event queue ({} failed)",
         summary.moved, summary.failed) })))

@@ -9,8 +9,10 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    apply_with, attr, Applied, Attributes, BillingError, BillingStore, Change, EventMarker, Guard,
-    Key, NotifyClaim, Op, Value, Write,
+    apply_with, attr,
+    feed::{self, FeedEntry, FeedRange},
+    Applied, Attributes, BillingError, BillingStore, Change, EventMarker, Guard, Key, NotifyClaim,
+    Op, Value, Write,
 };
 use crate::signature::unix_now;
 
@@ -56,6 +58,58 @@ impl DynamoBillingStore {
     pub fn with_notify_lease(mut self, secs: i64) -> Self {
         self.notify_lease_secs = secs;
         self
+    }
+}
+
+/// Where the next page of a feed partition starts (DynamoDB's `LastEvaluatedKey`); opaque.
+#[derive(Debug, Clone)]
+pub struct FeedPageToken(HashMap<String, AttributeValue>);
+
+impl DynamoBillingStore {
+    /// One page of the feed index's `partition`, newest first, within `range`, from `page` on (the
+    /// token the previous page returned; `None` for the first), and the token of the next page if
+    /// there is one. Entries without a record are left out. (The index is eventually consistent: an
+    /// event processed a moment ago may not be in it yet.)
+    pub async fn feed_page(
+        &self,
+        partition: &str,
+        range: FeedRange<'_>,
+        page: Option<FeedPageToken>,
+    ) -> Result<(Vec<FeedEntry>, Option<FeedPageToken>), BillingError> {
+        let mut condition = format!("{} = :p", feed::PARTITION);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(feed::INDEX)
+            .scan_index_forward(false)
+            .expression_attribute_values(":p", AttributeValue::S(partition.to_owned()))
+            .set_exclusive_start_key(page.map(|token| token.0));
+        match range {
+            FeedRange::All => {}
+            FeedRange::Before(sort) => {
+                condition.push_str(&format!(" AND {} < :sort", feed::SORT));
+                query =
+                    query.expression_attribute_values(":sort", AttributeValue::S(sort.to_owned()));
+            }
+            FeedRange::From(sort) => {
+                condition.push_str(&format!(" AND {} >= :sort", feed::SORT));
+                query =
+                    query.expression_attribute_values(":sort", AttributeValue::S(sort.to_owned()));
+            }
+        }
+        let output = query
+            .key_condition_expression(condition)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let entries = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|item| FeedEntry::from_attributes(&from_item(item)))
+            .collect();
+        Ok((entries, output.last_evaluated_key.map(FeedPageToken)))
     }
 }
 
@@ -397,7 +451,7 @@ impl BillingStore for DynamoBillingStore {
         );
         if let Some(expires_at) = self.expires_at(now) {
             item.insert(
-                crate::feed::EXPIRES_AT.to_owned(),
+                super::attr::EXPIRES_AT.to_owned(),
                 AttributeValue::N(expires_at.to_string()),
             );
         }

@@ -30,14 +30,15 @@
 //! | `ORDER#<order_id>` | `ORDER` | `paid`, the payment, amount |
 //! | `GRANT#<pi or cs>` | `GRANT` | credits a payment granted, `reversed` once refunded |
 //! | `CHARGE#<ch>` / `DISPUTE#<dp>` | same | the record, version |
-//! | `EVENT#<evt>` | `EVENT` | the exactly-once marker, carrying the event's feed record ([`crate::feed`]) |
+//! | `EVENT#<evt>` | `EVENT` | the exactly-once marker, carrying the event's feed record ([`feed`]) |
 //! | `EVENT#<evt>` | `NOTIFY#<channel>` | a notification sent for the event |
 
 mod dynamo;
+pub mod feed;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
 
-pub use dynamo::{from_item as dynamo_item_attributes, DynamoBillingStore};
+pub use dynamo::{from_item as dynamo_item_attributes, DynamoBillingStore, FeedPageToken};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryBillingStore;
 
@@ -53,6 +54,9 @@ pub mod attr {
     pub const SK: &str = "sk";
     /// The [`super::Version`] of the event that last wrote an object item.
     pub const VERSION: &str = "version";
+    /// The table's TTL attribute (epoch seconds), as in the dedup table: on markers (with their feed
+    /// records), notification records and dispute entries; never on billing state.
+    pub const EXPIRES_AT: &str = "expires_at";
 }
 
 /// A value of an item attribute.
@@ -277,7 +281,7 @@ impl Change {
 
 /// The exactly-once marker of one event (`EVENT#<id>` / `EVENT`), and what it records beside itself.
 ///
-/// The marker carries the event's feed record ([`crate::feed::FeedRecord::marker_attributes`]), so the
+/// The marker carries the event's feed record ([`feed::FeedRecord::marker_attributes`]), so the
 /// one item that makes an event's effects exactly-once is also what the console lists: one write per
 /// event instead of two, and the feed shows an event exactly when its effects are applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,11 +317,11 @@ impl EventMarker {
         item.extend(attributes([
             ("event_type", Some(self.event_type.as_str().into())),
             ("applied_at", Some(now.into())),
-            (crate::feed::EXPIRES_AT, expires_at.map(Into::into)),
+            (attr::EXPIRES_AT, expires_at.map(Into::into)),
         ]));
         if expires_at.is_none() {
             // A record's own expiry must not make the marker mortal.
-            item.remove(crate::feed::EXPIRES_AT);
+            item.remove(attr::EXPIRES_AT);
         }
         Write {
             key: Key::event_marker(&self.event_id),
