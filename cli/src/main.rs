@@ -441,8 +441,6 @@ enum CliError {
     ReadFile(PathBuf, #[source] std::io::Error),
     #[error("no Stripe API key: set STRIPE_API_KEY or STRIPE_API_KEY_SECRET_ARN")]
     NoApiKey,
-    #[error("set STRIPE_API_KEY or STRIPE_API_KEY_SECRET_ARN, not both")]
-    TwoApiKeys,
     #[error("no signing secret: set STRIPE_WEBHOOK_SECRET, pass --secret, or run `make dev` once")]
     NoSecret,
     #[error("no event queue: pass --event-queue-url or set EVENT_QUEUE_URL (`--env-file .local/dev.env` under make dev)")]
@@ -590,16 +588,19 @@ impl IntakeArgs {
 
 impl StripeArgs {
     async fn api(&self, aws: &Aws) -> Result<StripeApi, CliError> {
-        let from_env = std::env::var(config::STRIPE_API_KEY).ok();
-        let key = match (from_env.and_then(ApiKey::new), &self.api_key_secret_arn) {
-            (Some(_), Some(_)) => return Err(CliError::TwoApiKeys),
-            (Some(key), None) => key,
-            (None, Some(arn)) => {
+        let source = config::stripe_api_key(|var| match var {
+            config::STRIPE_API_KEY_SECRET_ARN => self.api_key_secret_arn.clone(),
+            _ => std::env::var(var).ok(),
+        })?;
+        let key = match source {
+            config::OptionalSecret::Value(key) => ApiKey::new(key),
+            config::OptionalSecret::SecretsManager { arn } => {
                 let client = aws_sdk_secretsmanager::Client::new(&aws.config);
-                ApiKey::new(secrets::fetch_string(&client, arn).await?).ok_or(CliError::NoApiKey)?
+                ApiKey::new(secrets::fetch_string(&client, &arn).await?)
             }
-            (None, None) => return Err(CliError::NoApiKey),
-        };
+            config::OptionalSecret::Off => None,
+        }
+        .ok_or(CliError::NoApiKey)?;
         let retry = RetryPolicy {
             max_retries: self.max_retries,
             ..RetryPolicy::default()

@@ -335,7 +335,7 @@ impl ProcessorConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
         let slack = env.optional_secret(SLACK_WEBHOOK_URL, SLACK_WEBHOOK_SECRET_ARN)?;
-        let stripe_api_key = env.optional_secret(STRIPE_API_KEY, STRIPE_API_KEY_SECRET_ARN)?;
+        let stripe_api_key = stripe_api_key(&lookup)?;
         let routes = env.optional_secret(NOTIFICATION_ROUTES, NOTIFICATION_ROUTES_SECRET_ARN)?;
         let dedup_ttl_secs = env.parse(DEDUP_TTL_SECS, DEFAULT_DEDUP_TTL_SECS)?;
         let marker_retention_secs = match env.parse(
@@ -392,6 +392,13 @@ impl ProcessorConfig {
                 .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),
         })
     }
+}
+
+/// Where the Stripe API key comes from: `STRIPE_API_KEY` or the secret `STRIPE_API_KEY_SECRET_ARN`
+/// names, not both (`Off` if neither). The one place that rule lives: the processor's configuration
+/// and the CLI (whose `--api-key-secret-arn` stands in for the ARN variable) both read the key here.
+pub fn stripe_api_key(lookup: impl Fn(&str) -> Option<String>) -> Result<OptionalSecret, ConfigError> {
+    Env(&lookup).optional_secret(STRIPE_API_KEY, STRIPE_API_KEY_SECRET_ARN)
 }
 
 /// Loads the AWS SDK configuration with timeouts suited to a webhook receiver: Stripe waits about 10 s
@@ -477,6 +484,32 @@ mod tests {
     }
 
     const BASE: [(&str, &str); 2] = [(DEDUP_TABLE_NAME, "t"), (EVENT_QUEUE_URL, "http://q")];
+
+    #[test]
+    fn the_stripe_api_key_is_inline_or_a_secret_never_both() {
+        let key = |vars: &[(&str, &str)]| {
+            let map = environment(vars);
+            stripe_api_key(|k| map.get(k).cloned())
+        };
+        assert_eq!(key(&[]).unwrap(), OptionalSecret::Off);
+        assert_eq!(
+            key(&[(STRIPE_API_KEY, "rk_test_1")]).unwrap(),
+            OptionalSecret::Value("rk_test_1".to_owned())
+        );
+        assert_eq!(
+            key(&[(STRIPE_API_KEY_SECRET_ARN, "arn:key")]).unwrap(),
+            OptionalSecret::SecretsManager {
+                arn: "arn:key".to_owned()
+            }
+        );
+        let both = key(&[(STRIPE_API_KEY, "rk_test_1"), (STRIPE_API_KEY_SECRET_ARN, "arn:key")]);
+        assert!(
+            matches!(both, Err(ConfigError::Invalid { var: STRIPE_API_KEY, .. })),
+            "{both:?}"
+        );
+        // Set but empty is unset, as a SAM template's optional parameter leaves it.
+        assert_eq!(key(&[(STRIPE_API_KEY, "")]).unwrap(), OptionalSecret::Off);
+    }
 
     #[test]
     fn defaults_apply_when_only_the_required_settings_are_given() {
