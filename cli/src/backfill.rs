@@ -69,12 +69,68 @@ pub struct BackfillSummary {
     pub failed: Vec<(String, String)>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<StripeApiError>,
+    /// A dry run: `enqueued` counts what would have been.
+    pub dry_run: bool,
+}
+
+/// The counts, one per line (`found`, `enqueued` or `would enqueue`, `already seen`, `other mode` when
+/// there were any, `failed`); [`BackfillSummary::outcome`] says what failed and what to do.
+impl std::fmt::Display for BackfillSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let enqueued = if self.dry_run {
+            "would enqueue"
+        } else {
+            "enqueued"
+        };
+        writeln!(f, "found         {:>7}  ({} pages)", self.found, self.pages)?;
+        writeln!(f, "{enqueued:<13} {:>7}", self.enqueued)?;
+        writeln!(f, "already seen  {:>7}", self.already_seen)?;
+        if self.other_mode > 0 {
+            writeln!(f, "other mode    {:>7}  (skipped)", self.other_mode)?;
+        }
+        writeln!(f, "failed        {:>7}", self.failed.len())
+    }
+}
+
+/// The failures (the first 20), why the run stopped early, and whether to rerun.
+#[derive(Debug)]
+pub struct BackfillOutcome<'a>(&'a BackfillSummary);
+
+impl std::fmt::Display for BackfillOutcome<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let summary = self.0;
+        for (id, reason) in summary.failed.iter().take(20) {
+            writeln!(f, "  failed: {id}: {reason}")?;
+        }
+        if summary.failed.len() > 20 {
+            writeln!(f, "  … and {} more", summary.failed.len() - 20)?;
+        }
+        if let Some(error) = &summary.stopped {
+            writeln!(
+                f,
+                "stopped early: {}",
+                stripe_pipeline::telemetry::error_chain(error)
+            )?;
+        }
+        if !summary.complete() {
+            writeln!(
+                f,
+                "Rerun the same command: events already enqueued are skipped."
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl BackfillSummary {
     /// Whether everything found is on the queue now (or was already).
     pub fn complete(&self) -> bool {
         self.failed.is_empty() && self.stopped.is_none()
+    }
+
+    /// What printing it after the Stripe API's figures says: [`BackfillOutcome`].
+    pub fn outcome(&self) -> BackfillOutcome<'_> {
+        BackfillOutcome(self)
     }
 
     fn line(&self) -> String {
@@ -105,7 +161,10 @@ pub async fn backfill<S: DedupStore, Q: EventQueue>(
     options: &BackfillOptions,
     progress: &ProgressBar,
 ) -> BackfillSummary {
-    let mut summary = BackfillSummary::default();
+    let mut summary = BackfillSummary {
+        dry_run: options.dry_run,
+        ..BackfillSummary::default()
+    };
     let mut cursor: Option<String> = None;
     loop {
         let page = match api
@@ -186,5 +245,41 @@ async fn fate<S: DedupStore, Q: EventQueue>(
         Ok(Admitted::Enqueued) => Fate::Enqueued,
         Ok(Admitted::Duplicate) => Fate::AlreadySeen,
         Err(error) => Fate::Failed(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_prints_its_counts_and_the_outcome_what_failed_and_to_rerun() {
+        let summary = BackfillSummary {
+            pages: 2,
+            found: 120,
+            enqueued: 100,
+            already_seen: 18,
+            other_mode: 0,
+            failed: vec![("evt_1".to_owned(), "queue unavailable".to_owned())],
+            stopped: None,
+            dry_run: true,
+        };
+        assert_eq!(
+            summary.to_string(),
+            "found             120  (2 pages)\nwould enqueue     100\nalready seen       18\nfailed              1\n"
+        );
+        assert_eq!(
+            summary.outcome().to_string(),
+            "  failed: evt_1: queue unavailable\nRerun the same command: events already enqueued are skipped.\n"
+        );
+        let done = BackfillSummary {
+            other_mode: 3,
+            ..BackfillSummary::default()
+        };
+        assert!(done.to_string().contains("enqueued            0\n"));
+        assert!(done
+            .to_string()
+            .contains("other mode          3  (skipped)\n"));
+        assert_eq!(done.outcome().to_string(), "");
     }
 }

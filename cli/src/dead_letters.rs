@@ -68,6 +68,44 @@ impl DeadLetter {
     }
 }
 
+/// What `dlq show` prints: the message's ids, type, body location, receives, when it was first sent,
+/// and the body (pretty-printed when it is JSON).
+impl std::fmt::Display for DeadLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "message id:    {}", self.message_id)?;
+        writeln!(
+            f,
+            "event id:      {}",
+            self.event_id.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            f,
+            "event type:    {}",
+            self.event_type.as_deref().unwrap_or("-")
+        )?;
+        writeln!(
+            f,
+            "body location: {}",
+            self.body_location.as_deref().unwrap_or("inline")
+        )?;
+        match self.receive_count {
+            Some(n) => writeln!(f, "receives:      {n}")?,
+            None => writeln!(f, "receives:      ?")?,
+        }
+        if let Some(sent) = self.sent_at_ms {
+            writeln!(
+                f,
+                "first sent:    {}",
+                crate::settings::format_time(sent / 1000)
+            )?;
+        }
+        let pretty = serde_json::from_str::<serde_json::Value>(&self.body)
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|_| self.body.clone());
+        write!(f, "body:\n{pretty}")
+    }
+}
+
 /// Receives up to `max` distinct messages and hands them back (visible again) in receive order.
 async fn look(dlq: &Queue, max: usize) -> Result<Vec<DeadLetter>, SqsError> {
     let mut seen = HashSet::new();
@@ -177,4 +215,26 @@ pub async fn redrive(
     }
     progress.finish_and_clear();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_prints_its_attributes_and_its_body_pretty() {
+        let letter = DeadLetter {
+            message_id: "m-1".to_owned(),
+            event_id: Some("evt_1".to_owned()),
+            event_type: None,
+            body_location: None,
+            sent_at_ms: Some(1_795_132_800_000),
+            receive_count: Some(4),
+            body: r#"{"id":"evt_1"}"#.to_owned(),
+        };
+        assert_eq!(
+            letter.to_string(),
+            "message id:    m-1\nevent id:      evt_1\nevent type:    -\nbody location: inline\nreceives:      4\nfirst sent:    2026-11-20T00:00:00Z\nbody:\n{\n  \"id\": \"evt_1\"\n}"
+        );
+    }
 }

@@ -397,7 +397,9 @@ impl ProcessorConfig {
 /// Where the Stripe API key comes from: `STRIPE_API_KEY` or the secret `STRIPE_API_KEY_SECRET_ARN`
 /// names, not both (`Off` if neither). The one place that rule lives: the processor's configuration
 /// and the CLI (whose `--api-key-secret-arn` stands in for the ARN variable) both read the key here.
-pub fn stripe_api_key(lookup: impl Fn(&str) -> Option<String>) -> Result<OptionalSecret, ConfigError> {
+pub fn stripe_api_key(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<OptionalSecret, ConfigError> {
     Env(&lookup).optional_secret(STRIPE_API_KEY, STRIPE_API_KEY_SECRET_ARN)
 }
 
@@ -502,9 +504,18 @@ mod tests {
                 arn: "arn:key".to_owned()
             }
         );
-        let both = key(&[(STRIPE_API_KEY, "rk_test_1"), (STRIPE_API_KEY_SECRET_ARN, "arn:key")]);
+        let both = key(&[
+            (STRIPE_API_KEY, "rk_test_1"),
+            (STRIPE_API_KEY_SECRET_ARN, "arn:key"),
+        ]);
         assert!(
-            matches!(both, Err(ConfigError::Invalid { var: STRIPE_API_KEY, .. })),
+            matches!(
+                both,
+                Err(ConfigError::Invalid {
+                    var: STRIPE_API_KEY,
+                    ..
+                })
+            ),
             "{both:?}"
         );
         // Set but empty is unset, as a SAM template's optional parameter leaves it.
