@@ -231,6 +231,37 @@ pub async fn billing_state(
     table: &str,
 ) -> Result<std::collections::BTreeMap<(String, String), String>, aws_sdk_dynamodb::Error> {
     let mut state = std::collections::BTreeMap::new();
+    for item in scan(client, table).await? {
+        let text = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (pk, sk) = (text("pk"), text("sk"));
+        if sk == "EVENT" || pk.starts_with("FEED#") {
+            continue;
+        }
+        let mut fields: Vec<String> = item
+            .iter()
+            .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        fields.sort();
+        state.insert((pk, sk), fields.join(","));
+    }
+    Ok(state)
+}
+
+/// Every item of `table`, read with consistent scans, page after page.
+pub async fn scan(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<
+    Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    aws_sdk_dynamodb::Error,
+> {
+    let mut items = Vec::new();
     let mut start = None;
     loop {
         let output = client
@@ -240,28 +271,10 @@ pub async fn billing_state(
             .set_exclusive_start_key(start)
             .send()
             .await?;
-        for item in output.items.unwrap_or_default() {
-            let text = |name: &str| {
-                item.get(name)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let (pk, sk) = (text("pk"), text("sk"));
-            if sk == "EVENT" || pk.starts_with("FEED#") {
-                continue;
-            }
-            let mut fields: Vec<String> = item
-                .iter()
-                .filter(|(k, _)| *k != "pk" && *k != "sk" && *k != "sent_at")
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect();
-            fields.sort();
-            state.insert((pk, sk), fields.join(","));
-        }
+        items.extend(output.items.unwrap_or_default());
         start = output.last_evaluated_key;
         if start.is_none() {
-            return Ok(state);
+            return Ok(items);
         }
     }
 }

@@ -89,24 +89,28 @@ pub struct Resources {
     pub dead_letter_queue_url: String,
 }
 
+/// Runs `infra/resources.py` with `args` against the emulators; its JSON output (pass `--json`).
+pub fn resources_py(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(python())
+        .arg(repo_root().join("infra/resources.py"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+        .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint())
+        .output()
+        .expect("run infra/resources.py");
+    assert!(
+        output.status.success(),
+        "resources.py {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("resources.py prints JSON")
+}
+
 impl Resources {
     pub fn create() -> Self {
         ensure_emulators();
         let prefix = format!("it{:08x}", fastrand::u32(..));
-        let output = Command::new(python())
-            .arg(repo_root().join("infra/resources.py"))
-            .args(["create", "--prefix", &prefix, "--json"])
-            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
-            .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint())
-            .output()
-            .expect("run infra/resources.py");
-        assert!(
-            output.status.success(),
-            "resources.py failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let created: serde_json::Value =
-            serde_json::from_slice(&output.stdout).expect("resources.py prints JSON");
+        let created = resources_py(&["create", "--prefix", &prefix, "--json"]);
         let field = |name: &str| {
             created[name]
                 .as_str()

@@ -386,31 +386,13 @@ fn eventbridge_delivery_failures_raise_alarms() {
     assert!(notifies(waiting), "{waiting} notifies the alarm topic");
 }
 
-/// Runs `infra/resources.py ARGS --prefix PREFIX` (with `--json`), returning its JSON output.
+/// Runs `infra/resources.py COMMAND --prefix PREFIX --json [--param P]...`, returning its JSON output.
 fn resources_py(command: &str, prefix: &str, params: &[String]) -> serde_json::Value {
-    let mut args = vec![
-        command.to_owned(),
-        "--prefix".into(),
-        prefix.into(),
-        "--json".into(),
-    ];
+    let mut args = vec![command, "--prefix", prefix, "--json"];
     for param in params {
-        args.extend(["--param".to_owned(), param.clone()]);
+        args.extend(["--param", param.as_str()]);
     }
-    let output =
-        std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-            .arg(repo_root().join("infra/resources.py"))
-            .args(&args)
-            .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
-            .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint())
-            .output()
-            .expect("run infra/resources.py");
-    assert!(
-        output.status.success(),
-        "resources.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("resources.py prints JSON")
+    integration_tests::resources_py(&args)
 }
 
 #[tokio::test]
@@ -461,16 +443,7 @@ async fn emulator_creates_the_rule_dead_letter_queue_only_with_the_ingress_on() 
     );
 
     // AND that queue has the template's retention and SSE-SQS
-    let reported = sqs(&sqs_endpoint())
-        .await
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
-        .await
-        .expect("get_queue_attributes")
-        .attributes
-        .unwrap_or_default();
+    let reported = queue_attributes(&sqs(&sqs_endpoint()).await, url).await;
     assert_eq!(
         reported
             .get(&QueueAttributeName::MessageRetentionPeriod)

@@ -190,6 +190,22 @@ impl Template {
     }
 }
 
+/// Every attribute the SQS emulator reports for the queue at `url`.
+async fn queue_attributes(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+) -> std::collections::HashMap<QueueAttributeName, String> {
+    client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("get_queue_attributes")
+        .attributes
+        .unwrap_or_default()
+}
+
 /// `Some(name)` when `value` is `!Ref name`.
 fn ref_to(value: &Value) -> Option<&str> {
     match value {

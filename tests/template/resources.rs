@@ -157,16 +157,7 @@ async fn emulator_queues_match_the_template() {
     // WHEN the emulator reports their attributes
     let mut attributes = BTreeMap::new();
     for (logical_id, url) in &created {
-        let reported = client
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::All)
-            .send()
-            .await
-            .expect("get_queue_attributes")
-            .attributes
-            .unwrap_or_default();
-        attributes.insert(logical_id.clone(), reported);
+        attributes.insert(logical_id.clone(), queue_attributes(&client, url).await);
     }
     let attribute = |logical_id: &str, name: QueueAttributeName| -> Option<String> {
         attributes[logical_id].get(&name).cloned()

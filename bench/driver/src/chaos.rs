@@ -371,16 +371,17 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
 
     // The checks, against the emulators directly.
     eprintln!("chaos: checking");
-    let dedup: HashMap<String, String> = wiring::scan(&ddb, &resources.dedup_table)
-        .await?
-        .into_iter()
-        .filter_map(|item| {
-            let id = item.get("event_id")?.as_s().ok()?.clone();
-            let status = item.get("status")?.as_s().ok()?.clone();
-            Some((id, status))
-        })
-        .collect();
-    let billing = wiring::scan(&ddb, &resources.billing_table).await?;
+    let dedup: HashMap<String, String> =
+        stripe_pipeline::testing::scan(&ddb, &resources.dedup_table)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                let id = item.get("event_id")?.as_s().ok()?.clone();
+                let status = item.get("status")?.as_s().ok()?.clone();
+                Some((id, status))
+            })
+            .collect();
+    let billing = stripe_pipeline::testing::scan(&ddb, &resources.billing_table).await?;
     let markers: HashSet<String> = billing
         .iter()
         .filter(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("EVENT"))

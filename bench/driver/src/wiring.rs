@@ -242,27 +242,3 @@ impl SlackSink {
         self.texts.lock().map(|t| t.clone()).unwrap_or_default()
     }
 }
-
-/// Every item of a table (consistent reads).
-pub async fn scan(
-    client: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> Result<Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, Error>
-{
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let output = client
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        items.extend(output.items.unwrap_or_default());
-        start = output.last_evaluated_key;
-        if start.is_none() {
-            return Ok(items);
-        }
-    }
-}
