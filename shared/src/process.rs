@@ -19,7 +19,7 @@ use crate::{
     delivery::{parse_delivery, Delivery},
     event::{EventError, EventType, StripeEvent},
     handlers::{self, HandlerError},
-    notify::{outbox, About, NotifyError, OutboxError, Router},
+    notify::{outbox, About, OutboxError, Router},
     queue::{MessageBody, QueueError, QueueMessage},
     signature::unix_now,
     stripe_api::{OnBehalfOf, StripeApi, StripeApiError},
@@ -62,7 +62,34 @@ impl<S: DedupStore, B: BillingStore> Processor<S, B> {
         message: &QueuedEvent<'_>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(), ProcessError> {
-        process(self, message, deadline).await
+        let started = Instant::now();
+        let result = apply(self, message, deadline).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        match &result {
+            Ok(done) => {
+                let outcome = if done.handled {
+                    Outcome::Handled
+                } else {
+                    Outcome::Ignored
+                };
+                info!(
+                    target: DECISION,
+                    event_id = %done.event_id,
+                    event_type = %done.event_type,
+                    outcome = %outcome,
+                    reason = done.reason,
+                    skipped = ?done.skipped,
+                    notified = done.notified,
+                    latency_ms,
+                    emf = self.metrics.emf(outcome, latency_ms).as_str(),
+                    "event processed"
+                );
+            }
+            Err(err) => {
+                error!(target: DECISION, outcome = %Outcome::Failed, reason = err.reason(), error = %error_chain(err), latency_ms, receive_count = message.receive_count, emf = self.metrics.emf(Outcome::Failed, latency_ms).as_str(), "message failed; SQS will retry it");
+            }
+        }
+        result.map(|_| ())
     }
 }
 
@@ -87,19 +114,13 @@ pub enum ProcessError {
     /// The billing table failed.
     #[error("billing state unavailable")]
     Billing(#[from] BillingError),
-    /// A notification could not be sent.
-    #[error("notification failed")]
-    Notify(#[from] NotifyError),
     /// A thin event arrived, but no Stripe API key is configured, or it points at nothing.
     #[error("thin event {0} cannot be fetched (no STRIPE_API_KEY, or no related object)")]
     ThinEventNotFetched(String),
-    /// Another delivery of the event holds the notification's claim; retried until it is sent.
-    #[error("notification is being sent by another delivery")]
-    NotificationInFlight,
-    /// The channel accepted the notification but its `sent` mark failed: the retry sends it again
-    /// once the claim's lease ends (see [`outbox`]).
-    #[error("notification sent but not recorded; the retry sends it again")]
-    NotificationUnrecorded(#[source] BillingError),
+    /// A notification was not sent and recorded ([`outbox`]): its claim failed or is held by another
+    /// delivery, the channel failed, or its `sent` mark failed after the channel accepted it.
+    #[error(transparent)]
+    Notification(#[from] OutboxError),
     /// Stripe's API did not answer (after its own retries): the message is retried.
     #[error("Stripe API fetch failed")]
     Fetch(#[from] StripeApiError),
@@ -113,61 +134,17 @@ impl ProcessError {
             Self::StashedBody(_) => "stashed_body_unavailable",
             Self::Handler(HandlerError::Object(_)) => "unexpected_object",
             Self::Handler(HandlerError::Unfulfillable(_)) => "unfulfillable_payment",
-            Self::Handler(HandlerError::Billing(_)) | Self::Billing(_) => "billing_unavailable",
-            Self::Notify(_) => "notification_failed",
-            Self::NotificationInFlight => "notification_in_flight",
-            Self::NotificationUnrecorded(_) => "notification_unrecorded",
+            Self::Handler(HandlerError::Billing(_))
+            | Self::Billing(_)
+            | Self::Notification(OutboxError::Billing(_)) => "billing_unavailable",
+            Self::Notification(OutboxError::Send(_)) => "notification_failed",
+            Self::Notification(OutboxError::InFlight) => "notification_in_flight",
+            Self::Notification(OutboxError::Unrecorded(_)) => "notification_unrecorded",
             Self::ThinEventNotFetched(_) => "thin_event_not_fetched",
             Self::Fetch(StripeApiError::OutOfTime) => "stripe_api_out_of_time",
             Self::Fetch(_) => "stripe_api_unavailable",
         }
     }
-}
-
-impl From<OutboxError> for ProcessError {
-    fn from(err: OutboxError) -> Self {
-        match err {
-            OutboxError::Billing(err) => Self::Billing(err),
-            OutboxError::Send(err) => Self::Notify(err),
-            OutboxError::InFlight => Self::NotificationInFlight,
-            OutboxError::Unrecorded(err) => Self::NotificationUnrecorded(err),
-        }
-    }
-}
-
-async fn process<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
-    message: &QueuedEvent<'_>,
-    deadline: Option<tokio::time::Instant>,
-) -> Result<(), ProcessError> {
-    let started = Instant::now();
-    let result = apply(app, message, deadline).await;
-    let latency_ms = started.elapsed().as_millis() as u64;
-    match &result {
-        Ok(done) => {
-            let outcome = if done.handled {
-                Outcome::Handled
-            } else {
-                Outcome::Ignored
-            };
-            info!(
-                target: DECISION,
-                event_id = %done.event_id,
-                event_type = %done.event_type,
-                outcome = %outcome,
-                reason = done.reason,
-                skipped = ?done.skipped,
-                notified = done.notified,
-                latency_ms,
-                emf = app.metrics.emf(outcome, latency_ms).as_str(),
-                "event processed"
-            );
-        }
-        Err(err) => {
-            error!(target: DECISION, outcome = %Outcome::Failed, reason = err.reason(), error = %error_chain(err), latency_ms, receive_count = message.receive_count, emf = app.metrics.emf(Outcome::Failed, latency_ms).as_str(), "message failed; SQS will retry it");
-        }
-    }
-    result.map(|_| ())
 }
 
 /// What became of one event, for its log line.
@@ -243,6 +220,11 @@ async fn apply<S: DedupStore, B: BillingStore>(
     // Notifications go out after the state commits; a redelivery (after a failed send) lands here with
     // `Applied::Before` and sends only what no channel has recorded as sent. Every channel is tried
     // even when one fails, so a channel that is down delays only itself.
+    let about = About {
+        event_id: &event.id,
+        event_type: event.event_type.as_str(),
+        livemode: event.livemode,
+    };
     let mut failed = None;
     for notification in &plan.notifications {
         let channels = app.notify.channels_for(event.event_type.as_str());
@@ -250,27 +232,20 @@ async fn apply<S: DedupStore, B: BillingStore>(
             info!(event_id = %event.id, audience = notification.audience.as_str(), "notification (no channel routed)");
         }
         for (name, channel) in channels {
-            let about = About {
-                event_id: &event.id,
-                event_type: event.event_type.as_str(),
-                livemode: event.livemode,
-            };
-            let sent =
-                outbox::send_once(&app.billing, about, notification, name, channel, now).await;
-            match sent.map_err(ProcessError::from) {
+            match outbox::send_once(&app.billing, about, notification, name, channel, now).await {
                 Ok(true) => done.notified += 1,
                 Ok(false) => {}
                 // The channel refused it for good (a Slack webhook revoked, removed, archived): no
                 // retry can deliver it, and failing the message would only walk the money event
                 // into the DLQ. Its claim was given up, so a replay sends it once the channel is
                 // fixed.
-                Err(ProcessError::Notify(err)) if err.is_permanent() => {
+                Err(OutboxError::Send(err)) if err.is_permanent() => {
                     error!(event_id = %event.id, channel = name, kind = channel.kind(), reason = "notification_misconfigured", error = %error_chain(&err), "notification refused for good: fix the channel; not retried");
                     app.metrics.record_misconfigured_channel(name);
                 }
                 Err(err) => {
                     warn!(event_id = %event.id, channel = name, kind = channel.kind(), error = %error_chain(&err), "notification failed; the message will be retried");
-                    failed.get_or_insert(err);
+                    failed.get_or_insert(ProcessError::from(err));
                 }
             }
         }

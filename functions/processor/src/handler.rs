@@ -104,7 +104,7 @@ mod tests {
     use stripe_pipeline::{
         billing::{self, MemoryBillingStore},
         dedup::MemoryDedupStore,
-        notify::Router,
+        notify::{OutboxError, Router},
         process::ProcessError,
         signature::unix_now,
         telemetry::Metrics,
@@ -292,7 +292,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, ProcessError::NotificationUnrecorded(_)),
+            matches!(err, ProcessError::Notification(OutboxError::Unrecorded(_))),
             "{err:?}"
         );
         assert_eq!(err.reason(), "notification_unrecorded");
