@@ -126,7 +126,7 @@ fn to_attribute(value: &Value) -> AttributeValue {
 }
 
 /// An item's attributes as [`Attributes`] (keys and attributes of other types left out).
-pub fn from_item(item: HashMap<String, AttributeValue>) -> Attributes {
+fn from_item(item: HashMap<String, AttributeValue>) -> Attributes {
     item.into_iter()
         .filter(|(k, _)| k != attr::PK && k != attr::SK)
         .filter_map(|(k, v)| {

@@ -38,7 +38,7 @@ pub mod feed;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
 
-pub use dynamo::{from_item as dynamo_item_attributes, DynamoBillingStore, FeedPageToken};
+pub use dynamo::{DynamoBillingStore, FeedPageToken};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::MemoryBillingStore;
 
