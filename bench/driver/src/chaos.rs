@@ -720,12 +720,7 @@ async fn poll(
     kill: f64,
     seen: &Mutex<Seen>,
 ) {
-    let region = sqs
-        .config()
-        .region()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let arn = processor::sqs::queue_arn(queue, &region);
+    let (arn, region) = wiring::event_source(sqs, queue);
     while !done.load(Ordering::Relaxed) {
         let output = sqs
             .receive_message()

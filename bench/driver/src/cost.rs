@@ -147,12 +147,7 @@ pub async fn run(results: &str, customers: usize) -> Result<bool, Error> {
     let mut batch_ms = Vec::new();
     let mut batch_sizes = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(600);
-    let region = poller
-        .config()
-        .region()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    let arn = processor::sqs::queue_arn(&resources.event_queue_url, &region);
+    let (arn, region) = wiring::event_source(&poller, &resources.event_queue_url);
     while processed < events && Instant::now() < deadline {
         let output = poller
             .receive_message()

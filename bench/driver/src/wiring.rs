@@ -161,6 +161,17 @@ pub fn processor_app(
     })
 }
 
+/// The queue at `queue_url` as the Lambda event source mapping names it in each record: its ARN and
+/// the region `sqs` talks to (for [`processor::sqs::lambda_message`]).
+pub fn event_source(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> (String, String) {
+    let region = sqs
+        .config()
+        .region()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    (processor::sqs::queue_arn(queue_url, &region), region)
+}
+
 /// A stand-in for a Slack incoming webhook: records each accepted message's text, and answers 500 to a
 /// share of requests (Slack having a bad moment).
 #[derive(Debug, Clone)]
