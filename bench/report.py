@@ -657,8 +657,8 @@ def misses_lines():
     if "receiver_zip_mb" in f:
         lines.append(
             "- **Zips**: the release profile is opt-level 3 with thin LTO; `opt-level = \"z\"` with fat "
-            "LTO (about a quarter smaller on hello-world, `../shared/TOOLCHAIN.md`) was not tried here, "
-            "as it trades CPU per webhook, the figure above that misses by more.")
+            "LTO (measured elsewhere at about a quarter smaller on a hello-world function) was not tried "
+            "here, as it trades CPU per webhook, the figure above that misses by more.")
     return lines + [""]
 
 
