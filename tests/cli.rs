@@ -12,7 +12,7 @@ use std::{
 use aws_sdk_sqs::types::MessageAttributeValue;
 use integration_tests::*;
 use stripe_pipeline::{
-    dedup::{DedupStore, DynamoDedupStore},
+    dedup::{ClaimStore, DynamoDedupStore},
     intake::{self, Admitted},
     queue::{attribute as attr, SqsEventQueue},
     signature::{unix_now, SigningSecret},

@@ -11,7 +11,7 @@ use std::{
 
 use integration_tests::*;
 use stripe_pipeline::{
-    dedup::{Claim, ClaimStatus, DedupStore, DynamoDedupStore, BODY_CHUNK_BYTES},
+    dedup::{BodyStash, Claim, ClaimStatus, ClaimStore, DynamoDedupStore, BODY_CHUNK_BYTES},
     signature::unix_now,
 };
 

@@ -700,15 +700,17 @@ async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
 }
 
 #[tokio::test]
-async fn markers_and_notification_records_expire_after_the_configured_retention() {
+async fn markers_notification_records_and_duplicate_counts_expire_after_the_configured_retention() {
     let resources = Resources::create();
     let slack = SlackSink::start().await;
     let retention: i64 = 45 * 86_400;
+    let dedup_ttl: i64 = 40 * 86_400;
     let settings = [
         ("DEDUP_TABLE_NAME", resources.dedup_table.clone()),
         ("BILLING_TABLE_NAME", resources.billing_table.clone()),
         ("SLACK_WEBHOOK_URL", slack.url.clone()),
         ("EVENT_MARKER_RETENTION_SECS", retention.to_string()),
+        ("DEDUP_TTL_SECS", dedup_ttl.to_string()),
     ];
     let config = stripe_pipeline::config::ProcessorConfig::from_lookup(|var| {
         settings
@@ -778,10 +780,39 @@ async fn markers_and_notification_records_expire_after_the_configured_retention(
         Some("expires_at")
     );
     // Still exactly once: a redelivery finds the marker.
+    let redelivered_at = stripe_pipeline::signature::unix_now();
     assert!(process_batch(&app, vec![message("m2", &body)])
         .await
         .is_empty());
     assert_eq!(slack.texts().len(), 1);
+    // That redelivery was counted as a duplicate, in a counter kept as long as the receiver keeps
+    // event ids (DEDUP_TTL_SECS), not the default 30 days.
+    let mut counter = None;
+    // The hour it was counted in (or the next, if an hour began while it was processed).
+    for at in [redelivered_at, stripe_pipeline::signature::unix_now()] {
+        counter = counter.or(dynamodb(&dynamodb_endpoint())
+            .await
+            .get_item()
+            .table_name(&resources.dedup_table)
+            .key(
+                "event_id",
+                aws_sdk_dynamodb::types::AttributeValue::S(
+                    stripe_pipeline::dedup::duplicate_counter_key(at),
+                ),
+            )
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item);
+    }
+    let counter = counter.expect("the hour's duplicate counter");
+    assert_eq!(counter["duplicates"].as_n().unwrap(), "1");
+    let at: i64 = counter["expires_at"].as_n().unwrap().parse().unwrap();
+    assert!(
+        (before + dedup_ttl..=before + dedup_ttl + 60).contains(&at),
+        "duplicate counter expires at {at}, written at ~{before}"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use integration_tests::*;
 use receiver::handler::handle;
 use stripe_pipeline::{
-    dedup::{ClaimStatus, DedupStore},
+    dedup::{BodyStash, ClaimStatus, ClaimStore},
     queue::attribute,
     signature::{compute_v1, unix_now, SigningSecret},
 };

@@ -20,16 +20,14 @@ use std::{collections::HashSet, future::Future, pin::pin, sync::Arc, time::Durat
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use lambda_runtime::{Context, LambdaEvent};
-use stripe_pipeline::{
-    billing::DynamoBillingStore, dedup::DynamoDedupStore, queue::attribute, telemetry::error_chain,
-};
+use stripe_pipeline::{queue::attribute, telemetry::error_chain};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::sqs::{message_attribute, system_attribute, Queue, QueueInfo, SqsError};
 
 /// The processor as the Lambda wires it.
-pub type ProcessorApp = stripe_pipeline::process::Processor<DynamoDedupStore, DynamoBillingStore>;
+pub type ProcessorApp = processor::init::DeployedApp;
 
 /// Why the poller could not start.
 #[derive(Debug, thiserror::Error)]

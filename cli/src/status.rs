@@ -4,7 +4,7 @@
 use serde::Serialize;
 use stripe_pipeline::{
     billing::{AttributesExt, BillingError, BillingStore, Key},
-    dedup::{ClaimStatus, DedupError, DedupStore},
+    dedup::{ClaimStatus, ClaimStore, DedupError},
     event::EventType,
     signature::unix_now,
 };
@@ -74,7 +74,7 @@ pub struct EventStatus {
 }
 
 /// Reads what both tables know of `event_id`.
-pub async fn status<S: DedupStore, B: BillingStore>(
+pub async fn status<S: ClaimStore, B: BillingStore>(
     store: &S,
     billing: &B,
     event_id: &str,

@@ -12,7 +12,7 @@
 //! | [`signature`] | `Stripe-Signature` verification and signing |
 //! | [`event`] | the event envelope and event types |
 //! | [`delivery`] | the shapes on the queue (webhook, EventBridge, thin) and the parse that unwraps them |
-//! | [`dedup`] | the dedup table: claim, mark, release; bodies too large for SQS |
+//! | [`dedup`] | the dedup table: claims (claim, mark, release), the stash for bodies too large for SQS ([`dedup::stash`]), the duplicate counters ([`dedup::counters`]) |
 //! | [`queue`] | the event queue and its message format |
 //! | [`intake`] | claim → enqueue → mark: the path every event takes onto the queue |
 //! | [`objects`] | the Stripe objects handlers read (only the fields used) |

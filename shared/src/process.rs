@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     billing::{feed::FeedRecord, Applied, BillingError, BillingStore, EventMarker, Key},
-    dedup::{DedupError, DedupStore},
+    dedup::{BodyStash, DedupError, DuplicateCounter},
     delivery::{parse_delivery, Delivery},
     event::{EventError, EventType, StripeEvent},
     handlers::{self, HandlerError},
@@ -28,9 +28,11 @@ use crate::{
 
 /// Everything processing needs, built once at cold start.
 #[derive(Debug)]
-pub struct Processor<S, B> {
-    /// The dedup table, where bodies too large for SQS are stashed.
+pub struct Processor<S, C, B> {
+    /// Where the receiver stashed bodies too large for SQS (the dedup table).
     pub bodies: S,
+    /// The dedup table's duplicate counters, for the copies that reach the processor.
+    pub duplicates: C,
     /// The billing state.
     pub billing: B,
     /// Where notifications go, by event type; with no channels they are only logged.
@@ -54,7 +56,7 @@ pub struct QueuedEvent<'a> {
     pub receive_count: &'a str,
 }
 
-impl<S: DedupStore, B: BillingStore> Processor<S, B> {
+impl<S: BodyStash, C: DuplicateCounter, B: BillingStore> Processor<S, C, B> {
     /// Processes one message and logs its decision line; an error means the message must be retried.
     /// Stripe API fetches give up at `deadline`, failing only this message.
     pub async fn process(
@@ -157,8 +159,8 @@ struct Done {
     notified: usize,
 }
 
-async fn apply<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
+async fn apply<S: BodyStash, C: DuplicateCounter, B: BillingStore>(
+    app: &Processor<S, C, B>,
     message: &QueuedEvent<'_>,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Done, ProcessError> {
@@ -259,14 +261,14 @@ async fn apply<S: DedupStore, B: BillingStore>(
 /// Counts a delivery of an event already applied for the console, if it is the message's first receive:
 /// that is a duplicate (both ingresses on, or a copy that raced past the receiver); a retried message
 /// is not one.
-async fn count_duplicate<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
+async fn count_duplicate<S: BodyStash, C: DuplicateCounter, B: BillingStore>(
+    app: &Processor<S, C, B>,
     message: &QueuedEvent<'_>,
     event_id: &str,
     now: i64,
 ) {
     if message.receive_count.parse::<u32>().unwrap_or(1) <= 1 {
-        if let Err(err) = app.bodies.count_duplicate(now as u64).await {
+        if let Err(err) = app.duplicates.count_duplicate(now as u64).await {
             warn!(event_id = %event_id, error = %error_chain(&err), "duplicate not counted");
         }
     }
@@ -285,8 +287,8 @@ enum Read {
     },
 }
 
-async fn read_event<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
+async fn read_event<S: BodyStash, C: DuplicateCounter, B: BillingStore>(
+    app: &Processor<S, C, B>,
     message: &QueuedEvent<'_>,
     deadline: Option<tokio::time::Instant>,
 ) -> Result<Read, ProcessError> {
@@ -365,8 +367,8 @@ async fn snapshot_event_of(
 /// Whether the event's marker exists and every channel its type is routed to has recorded its
 /// notification as sent: then a redelivery has nothing to do that a fetch could serve. (One query:
 /// the marker and the notification records share the event's partition.)
-async fn applied_and_notified<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
+async fn applied_and_notified<S: BodyStash, C: DuplicateCounter, B: BillingStore>(
+    app: &Processor<S, C, B>,
     event_id: &str,
     event_type: &str,
 ) -> Result<bool, BillingError> {
@@ -392,8 +394,8 @@ async fn applied_and_notified<S: DedupStore, B: BillingStore>(
 /// An event whose marker exists is not re-fetched: the marker refuses its changes, so Stripe's current
 /// object would go unused (any notification still unsent reads the delivered snapshot). A connected
 /// account's event (`account`) is fetched from that account (`Stripe-Account`).
-async fn refetch<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
+async fn refetch<S: BodyStash, C: DuplicateCounter, B: BillingStore>(
+    app: &Processor<S, C, B>,
     stripe: &StripeApi,
     mut event: StripeEvent,
     deadline: Option<tokio::time::Instant>,

@@ -20,7 +20,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use lambda_http::{http, Body, Request};
 use stripe_pipeline::{
-    dedup::DynamoDedupStore,
+    dedup::{DynamoBodyStash, DynamoDedupStore, DynamoDuplicateCounter},
     queue::SqsEventQueue,
     signature::{sign, unix_now, SigningSecret},
     telemetry::Metrics,
@@ -387,10 +387,7 @@ pub fn attribute<'a>(message: &'a SqsMessage, name: &str) -> Option<&'a str> {
         .as_deref()
 }
 
-pub type ProcessorApp = stripe_pipeline::process::Processor<
-    DynamoDedupStore,
-    stripe_pipeline::billing::DynamoBillingStore,
->;
+pub type ProcessorApp = processor::init::DeployedApp;
 
 /// A processor wired as `main.rs` wires it, Slack pointed at `slack_url` if given.
 pub async fn processor_app(resources: &Resources, slack_url: Option<&str>) -> ProcessorApp {
@@ -418,7 +415,8 @@ pub async fn processor_app_with_stripe(
         .expect("stripe api client")
     });
     stripe_pipeline::process::Processor {
-        bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
+        bodies: DynamoBodyStash::new(client.clone(), &resources.dedup_table, TTL),
+        duplicates: DynamoDuplicateCounter::new(client.clone(), &resources.dedup_table, TTL),
         billing: stripe_pipeline::billing::DynamoBillingStore::new(
             client,
             &resources.billing_table,

@@ -12,7 +12,7 @@ use std::{
 
 use stripe_pipeline::{
     billing::DynamoBillingStore,
-    dedup::DynamoDedupStore,
+    dedup::{DynamoBodyStash, DynamoDedupStore, DynamoDuplicateCounter},
     notify::{Router, Routes},
     queue::SqsEventQueue,
     telemetry::Metrics,
@@ -114,7 +114,7 @@ pub fn sqs(config: &aws_config::SdkConfig, endpoint: &str) -> aws_sdk_sqs::Clien
 /// The receiver's state.
 pub type ReceiverApp = receiver::handler::App<DynamoDedupStore, SqsEventQueue>;
 /// The processor's state.
-pub type ProcessorApp = stripe_pipeline::process::Processor<DynamoDedupStore, DynamoBillingStore>;
+pub type ProcessorApp = processor::init::DeployedApp;
 
 /// The receiver as `functions/receiver/src/main.rs` builds it ([`receiver::init::app_with`],
 /// configuration defaults, test mode), talking to DynamoDB and SQS at the given endpoints.
@@ -152,8 +152,11 @@ pub fn processor_app(
     slack_url: Option<&str>,
 ) -> Result<ProcessorApp, Error> {
     let client = dynamodb(config, dynamodb_at);
+    // The receiver's default dedup TTL, as `receiver_app` is configured.
+    let ttl = std::time::Duration::from_secs(stripe_pipeline::config::DEFAULT_DEDUP_TTL_SECS);
     Ok(stripe_pipeline::process::Processor {
-        bodies: DynamoDedupStore::for_reading(client.clone(), &resources.dedup_table),
+        bodies: DynamoBodyStash::new(client.clone(), &resources.dedup_table, ttl),
+        duplicates: DynamoDuplicateCounter::new(client.clone(), &resources.dedup_table, ttl),
         billing: DynamoBillingStore::new(client, &resources.billing_table),
         notify: Router::new(Routes::parse(None, slack_url, None)?, None, None)?,
         stripe: None,

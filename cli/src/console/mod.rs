@@ -28,7 +28,7 @@ use stripe_pipeline::{
         feed::{self, FeedEntry, FeedOutcome, FeedRange, FeedRecord},
         DynamoBillingStore,
     },
-    dedup::{DedupStore, DynamoDedupStore},
+    dedup::{DuplicateCounter, DynamoDedupStore},
     event::EventType,
     money::Money,
     signature::unix_now,

@@ -18,15 +18,15 @@ use futures::future::join_all;
 use lambda_runtime::{Error, LambdaEvent};
 use stripe_pipeline::{
     billing::BillingStore,
-    dedup::DedupStore,
+    dedup::{BodyStash, DuplicateCounter},
     process::{Processor, QueuedEvent},
     queue::attribute,
 };
 use tracing::Instrument;
 
 /// Handles one batch; never fails as a whole, each message succeeds or is reported.
-pub async fn handle<S: DedupStore, B: BillingStore>(
-    app: &Processor<S, B>,
+pub async fn handle<S: BodyStash, C: DuplicateCounter, B: BillingStore>(
+    app: &Processor<S, C, B>,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, Error> {
     let deadline = fetch_deadline(event.context.deadline, SystemTime::now());
@@ -113,11 +113,12 @@ mod tests {
 
     use super::*;
 
-    type TestApp = Processor<MemoryDedupStore, MemoryBillingStore>;
+    type TestApp = Processor<MemoryDedupStore, MemoryDedupStore, MemoryBillingStore>;
 
     fn app() -> TestApp {
         Processor {
             bodies: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
+            duplicates: MemoryDedupStore::new(Duration::from_secs(3600), Duration::from_secs(30)),
             billing: MemoryBillingStore::new(),
             notify: Router::none(),
             stripe: None,

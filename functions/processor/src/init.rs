@@ -5,12 +5,14 @@
 use stripe_pipeline::{
     billing::DynamoBillingStore,
     config::{ConfigError, ProcessorConfig},
-    dedup::DynamoDedupStore,
+    dedup::{DynamoBodyStash, DynamoDuplicateCounter},
     notify::{RouteError, Router, Routes},
     secrets::{self, SecretsError},
     stripe_api::{ApiKey, RetryPolicy, StripeApi, StripeApiError},
     telemetry::Metrics,
 };
+
+use std::time::Duration;
 
 use stripe_pipeline::process::Processor;
 
@@ -27,7 +29,7 @@ pub fn stripe_reads_per_second(account_rps: f64, max_instances: u32) -> f64 {
 }
 
 /// The processor as deployed: DynamoDB stores, Slack and Stripe's API when configured.
-pub type DeployedApp = Processor<DynamoDedupStore, DynamoBillingStore>;
+pub type DeployedApp = Processor<DynamoBodyStash, DynamoDuplicateCounter, DynamoBillingStore>;
 
 /// The processor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,8 +83,11 @@ pub async fn app_from(
         }
         None => None,
     };
+    // The receiver's dedup TTL: the processor's duplicate counts are kept as long as the receiver's.
+    let dedup_ttl = Duration::from_secs(config.dedup_ttl_secs);
     Ok(Processor {
-        bodies: DynamoDedupStore::for_reading(dynamodb.clone(), config.dedup_table),
+        bodies: DynamoBodyStash::new(dynamodb.clone(), &config.dedup_table, dedup_ttl),
+        duplicates: DynamoDuplicateCounter::new(dynamodb.clone(), config.dedup_table, dedup_ttl),
         billing: DynamoBillingStore::new(dynamodb, config.billing_table).with_marker_retention(
             config
                 .marker_retention_secs

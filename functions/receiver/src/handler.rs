@@ -369,7 +369,7 @@ mod tests {
 
     use lambda_http::http;
     use stripe_pipeline::{
-        dedup::{ClaimStatus, MemoryDedupStore},
+        dedup::{BodyStash, ClaimStatus, ClaimStore, MemoryDedupStore},
         queue::{MemoryEventQueue, MessageBody},
         signature::{sign, unix_now, SigningSecret},
     };

@@ -1,69 +1,49 @@
-//! The dedup table on DynamoDB: one item per event id, claimed with a conditional put.
+//! The dedup table on DynamoDB: one item per event id, claimed with a conditional put; and the handle
+//! that the stash and the counters share.
 
 use std::{collections::HashMap, time::Duration};
 
 use aws_sdk_dynamodb::{
     operation::put_item::PutItemError,
-    primitives::Blob,
-    types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem},
+    types::{AttributeValue, ReturnValuesOnConditionCheckFailure},
     Client,
 };
 
 use super::{
-    blocked_by, counter_keys, duplicate_counter_key, is_free, Claim, ClaimStatus, ClaimToken,
-    DedupError, DedupRecord, DedupStore, StashedBody, BODY_CHUNK_BYTES, MAX_STASHED_BODY_BYTES,
+    blocked_by, is_free, BodyStash, Claim, ClaimStatus, ClaimStore, ClaimToken, DedupError,
+    DedupRecord, DuplicateCounter, DynamoBodyStash, DynamoDuplicateCounter, StashedBody,
 };
 
 /// Attribute names, as `template.yaml` declares the key and TTL.
-const KEY: &str = "event_id";
-const EXPIRES_AT: &str = "expires_at";
+pub(super) const KEY: &str = "event_id";
+pub(super) const EXPIRES_AT: &str = "expires_at";
 const STATUS: &str = "status";
 const LEASE_UNTIL: &str = "lease_until";
 const CLAIM_TOKEN: &str = "claim_token";
 const EVENT_TYPE: &str = "event_type";
 const FIRST_CLAIMED_AT: &str = "claimed_at";
 const ENQUEUED_AT: &str = "enqueued_at";
-const BODY: &str = "body";
-/// The count of a duplicate counter item.
-const DUPLICATES: &str = "duplicates";
 
-/// The dedup table on DynamoDB.
+/// The dedup table: its client and name, shared by the claims, the stash and the counters.
 #[derive(Debug, Clone)]
-pub struct DynamoDedupStore {
-    client: Client,
-    table: String,
-    ttl: Duration,
-    lease: Duration,
+pub(super) struct Table {
+    pub(super) client: Client,
+    pub(super) name: String,
 }
 
-impl DynamoDedupStore {
-    /// A store on `table`, remembering events for `ttl` and letting a claim block others for `lease`.
-    pub fn new(client: Client, table: impl Into<String>, ttl: Duration, lease: Duration) -> Self {
+impl Table {
+    pub(super) fn new(client: Client, name: impl Into<String>) -> Self {
         Self {
             client,
-            table: table.into(),
-            ttl,
-            lease,
+            name: name.into(),
         }
     }
 
-    /// A store for a reader of stashed bodies (the processor), which never claims: TTL and lease
-    /// are those of the defaults and unused.
-    pub fn for_reading(client: Client, table: impl Into<String>) -> Self {
-        use crate::config::{DEFAULT_DEDUP_LEASE_SECS, DEFAULT_DEDUP_TTL_SECS};
-        Self::new(
-            client,
-            table,
-            Duration::from_secs(DEFAULT_DEDUP_TTL_SECS),
-            Duration::from_secs(DEFAULT_DEDUP_LEASE_SECS),
-        )
-    }
-
-    async fn consistent_get(&self, key: String) -> Result<Option<Item>, DedupError> {
+    pub(super) async fn consistent_get(&self, key: String) -> Result<Option<Item>, DedupError> {
         let output = self
             .client
             .get_item()
-            .table_name(&self.table)
+            .table_name(&self.name)
             .key(KEY, AttributeValue::S(key))
             .consistent_read(true)
             .send()
@@ -73,43 +53,55 @@ impl DynamoDedupStore {
     }
 }
 
-type Item = HashMap<String, AttributeValue>;
+/// The whole dedup table on DynamoDB, as the receiver uses it: claims, and through the same handle the
+/// stash and the duplicate counters, all kept for the configured TTL.
+#[derive(Debug, Clone)]
+pub struct DynamoDedupStore {
+    table: Table,
+    ttl: Duration,
+    lease: Duration,
+    bodies: DynamoBodyStash,
+    duplicates: DynamoDuplicateCounter,
+}
 
 impl DynamoDedupStore {
-    /// The chunks of a stashed body under the keys `key` names, concatenated; `None` if the first is
-    /// absent (nothing stashed under that naming).
-    async fn read_chunks(
-        &self,
-        stashed: &StashedBody,
-        key: fn(&StashedBody, usize) -> String,
-    ) -> Result<Option<Vec<u8>>, DedupError> {
-        let mut body = Vec::with_capacity(stashed.bytes);
-        for index in 0..stashed.chunks {
-            let Some(item) = self.consistent_get(key(stashed, index)).await? else {
-                if index == 0 {
-                    return Ok(None);
-                }
-                return Err(DedupError::CorruptBody);
-            };
-            let chunk = item
-                .get(BODY)
-                .and_then(|v| v.as_b().ok())
-                .ok_or(DedupError::CorruptBody)?;
-            body.extend_from_slice(chunk.as_ref());
+    /// A store on `table`, remembering events (and their stashed bodies and duplicate counts) for
+    /// `ttl` and letting a claim block others for `lease`.
+    pub fn new(client: Client, table: impl Into<String>, ttl: Duration, lease: Duration) -> Self {
+        let table = Table::new(client, table);
+        Self {
+            bodies: DynamoBodyStash::new(table.client.clone(), &table.name, ttl),
+            duplicates: DynamoDuplicateCounter::new(table.client.clone(), &table.name, ttl),
+            table,
+            ttl,
+            lease,
         }
-        Ok(Some(body))
+    }
+
+    /// A store for [`ClaimStore::lookup`] and other reads (the CLI's `status`), which never write:
+    /// TTL and lease are the defaults and unused. A writer is built with [`Self::new`].
+    pub fn for_reading(client: Client, table: impl Into<String>) -> Self {
+        use crate::config::{DEFAULT_DEDUP_LEASE_SECS, DEFAULT_DEDUP_TTL_SECS};
+        Self::new(
+            client,
+            table,
+            Duration::from_secs(DEFAULT_DEDUP_TTL_SECS),
+            Duration::from_secs(DEFAULT_DEDUP_LEASE_SECS),
+        )
     }
 }
 
-fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> DedupError {
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+pub(super) fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> DedupError {
     DedupError::Unavailable(Box::new(error))
 }
 
-fn n(value: u64) -> AttributeValue {
+pub(super) fn n(value: u64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-fn s(value: &str) -> AttributeValue {
+pub(super) fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.to_owned())
 }
 
@@ -135,13 +127,14 @@ fn read_record(item: &Item) -> Result<DedupRecord, DedupError> {
     })
 }
 
-impl DedupStore for DynamoDedupStore {
+impl ClaimStore for DynamoDedupStore {
     async fn claim(&self, event_id: &str, event_type: &str, now: u64) -> Result<Claim, DedupError> {
         let token = ClaimToken::random();
         let result = self
+            .table
             .client
             .put_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .item(KEY, s(event_id))
             .item(STATUS, s(ClaimStatus::Pending.as_str()))
             .item(CLAIM_TOKEN, s(&token.0))
@@ -174,7 +167,7 @@ impl DedupStore for DynamoDedupStore {
         // The blocking item comes back with the failure; if this DynamoDB does not return it, read it.
         let item = match failed.item() {
             Some(item) => Some(item.clone()),
-            None => self.consistent_get(event_id.to_owned()).await?,
+            None => self.table.consistent_get(event_id.to_owned()).await?,
         };
         match item {
             // Our own write: an attempt whose put was applied but whose answer was lost or late (the
@@ -207,9 +200,10 @@ impl DedupStore for DynamoDedupStore {
         now: u64,
     ) -> Result<bool, DedupError> {
         let result = self
+            .table
             .client
             .update_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key(KEY, s(event_id))
             .update_expression("SET #status = :enqueued, #enqueued_at = :now REMOVE #lease")
             .condition_expression("#token = :token")
@@ -236,9 +230,10 @@ impl DedupStore for DynamoDedupStore {
 
     async fn release(&self, event_id: &str, token: &ClaimToken) -> Result<(), DedupError> {
         let result = self
+            .table
             .client
             .delete_item()
-            .table_name(&self.table)
+            .table_name(&self.table.name)
             .key(KEY, s(event_id))
             .condition_expression("#token = :token")
             .expression_attribute_names("#token", CLAIM_TOKEN)
@@ -259,117 +254,35 @@ impl DedupStore for DynamoDedupStore {
     }
 
     async fn lookup(&self, event_id: &str) -> Result<Option<DedupRecord>, DedupError> {
-        self.consistent_get(event_id.to_owned())
+        self.table
+            .consistent_get(event_id.to_owned())
             .await?
             .map(|item| read_record(&item))
             .transpose()
     }
+}
 
+impl BodyStash for DynamoDedupStore {
     async fn stash_body(
         &self,
         event_id: &str,
         body: &[u8],
         now: u64,
     ) -> Result<StashedBody, DedupError> {
-        if body.len() > MAX_STASHED_BODY_BYTES {
-            return Err(DedupError::BodyTooLarge);
-        }
-        let stashed = StashedBody::describe(event_id, body);
-        let expires_at = now + self.ttl.as_secs();
-        let mut items = Vec::with_capacity(stashed.chunks);
-        for (index, chunk) in body.chunks(BODY_CHUNK_BYTES).enumerate() {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .item(KEY, s(&stashed.chunk_key(index)))
-                .item(BODY, AttributeValue::B(Blob::new(chunk)))
-                .item(EXPIRES_AT, n(expires_at))
-                .build()
-                .map_err(unavailable)?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        // One transaction: the processor never sees half a body. No condition is needed: the keys are
-        // the body's hash, so a put can only ever write the bytes already there.
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(stashed)
+        self.bodies.stash_body(event_id, body, now).await
     }
 
     async fn fetch_body(&self, stashed: &StashedBody) -> Result<Vec<u8>, DedupError> {
-        if let Some(body) = self.read_chunks(stashed, StashedBody::chunk_key).await? {
-            return stashed.check(body);
-        }
-        // A message queued before bodies were keyed by their hash names the same fields, but its
-        // chunks are under the event id. The checksum still decides whether those bytes are its own.
-        match self
-            .read_chunks(stashed, StashedBody::legacy_chunk_key)
-            .await?
-        {
-            Some(body) => stashed.check(body),
-            None => Err(DedupError::CorruptBody),
-        }
+        self.bodies.fetch_body(stashed).await
     }
+}
 
+impl DuplicateCounter for DynamoDedupStore {
     async fn count_duplicate(&self, now: u64) -> Result<(), DedupError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(&duplicate_counter_key(now)))
-            .update_expression("ADD #count :one SET #expires = if_not_exists(#expires, :expires)")
-            .expression_attribute_names("#count", DUPLICATES)
-            .expression_attribute_names("#expires", EXPIRES_AT)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":expires", n(now + self.ttl.as_secs()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.duplicates.count_duplicate(now).await
     }
 
     async fn duplicates_between(&self, from: u64, to: u64) -> Result<u64, DedupError> {
-        let mut total = 0;
-        // At most 100 keys per BatchGetItem: 100 hours is four days, more than any day.
-        for keys in counter_keys(from, to).chunks(100) {
-            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(
-                    keys.iter()
-                        .map(|key| HashMap::from([(KEY.to_owned(), s(key))]))
-                        .collect(),
-                ))
-                .build()
-                .map_err(unavailable)?;
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if output
-                .unprocessed_keys
-                .as_ref()
-                .is_some_and(|u| !u.is_empty())
-            {
-                return Err(DedupError::Unavailable(
-                    "BatchGetItem left keys unprocessed".into(),
-                ));
-            }
-            for item in output
-                .responses
-                .unwrap_or_default()
-                .remove(&self.table)
-                .unwrap_or_default()
-            {
-                if let Some(AttributeValue::N(count)) = item.get(DUPLICATES) {
-                    total += count
-                        .parse::<u64>()
-                        .map_err(|_| DedupError::MalformedItem)?;
-                }
-            }
-        }
-        Ok(total)
+        self.duplicates.duplicates_between(from, to).await
     }
 }

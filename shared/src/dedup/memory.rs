@@ -11,8 +11,9 @@ use std::{
 };
 
 use super::{
-    blocked_by, is_free, Claim, ClaimStatus, ClaimToken, DedupError, DedupRecord, DedupStore,
-    StashedBody, MAX_STASHED_BODY_BYTES,
+    blocked_by, counters::counter_keys, duplicate_counter_key, is_free, BodyStash, Claim,
+    ClaimStatus, ClaimStore, ClaimToken, DedupError, DedupRecord, DuplicateCounter, StashedBody,
+    MAX_STASHED_BODY_BYTES,
 };
 
 #[derive(Debug)]
@@ -67,7 +68,7 @@ impl MemoryDedupStore {
     }
 }
 
-impl DedupStore for MemoryDedupStore {
+impl ClaimStore for MemoryDedupStore {
     async fn claim(&self, event_id: &str, event_type: &str, now: u64) -> Result<Claim, DedupError> {
         let mut entries = self.entries()?;
         if let Some(entry) = entries.get(event_id) {
@@ -120,7 +121,9 @@ impl DedupStore for MemoryDedupStore {
     async fn lookup(&self, event_id: &str) -> Result<Option<DedupRecord>, DedupError> {
         Ok(self.entries()?.get(event_id).map(|e| e.record.clone()))
     }
+}
 
+impl BodyStash for MemoryDedupStore {
     async fn stash_body(
         &self,
         event_id: &str,
@@ -144,14 +147,16 @@ impl DedupStore for MemoryDedupStore {
             .ok_or(DedupError::CorruptBody)?;
         stashed.check(body)
     }
+}
 
+impl DuplicateCounter for MemoryDedupStore {
     async fn count_duplicate(&self, now: u64) -> Result<(), DedupError> {
         drop(self.entries()?);
         let mut counts = self
             .duplicates
             .lock()
             .map_err(|_| DedupError::Unavailable("poisoned".into()))?;
-        *counts.entry(super::duplicate_counter_key(now)).or_default() += 1;
+        *counts.entry(duplicate_counter_key(now)).or_default() += 1;
         Ok(())
     }
 
@@ -161,7 +166,7 @@ impl DedupStore for MemoryDedupStore {
             .duplicates
             .lock()
             .map_err(|_| DedupError::Unavailable("poisoned".into()))?;
-        Ok(super::counter_keys(from, to)
+        Ok(counter_keys(from, to)
             .iter()
             .filter_map(|key| counts.get(key))
             .sum())
