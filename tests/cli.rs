@@ -373,7 +373,7 @@ async fn replay_enqueues_once_and_a_forced_replay_enqueues_again_without_applyin
 #[tokio::test]
 async fn status_shows_what_the_dedup_table_and_the_billing_state_know() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let (store, queue) = (store(&resources).await, event_queue(&resources).await);
     let app = processor_app(&resources, Some(&slack.url)).await;
     let id = unique_event_id();

@@ -90,7 +90,7 @@ fn invoice_event(
 #[tokio::test]
 async fn a_delayed_payment_grants_credits_once_when_it_clears_and_never_when_it_fails() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let t = tag();
     let (paid, failed) = (format!("cus_paid{t}"), format!("cus_fail{t}"));
@@ -350,7 +350,7 @@ async fn access_is_per_subscription_and_past_due_only_to_what_was_paid_on_dynamo
 #[tokio::test]
 async fn a_stale_renewal_failure_is_not_news_and_a_full_refund_unpays_the_order() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let t = tag();
     let customer = format!("cus_rf{t}");
@@ -405,7 +405,7 @@ async fn a_stale_renewal_failure_is_not_news_and_a_full_refund_unpays_the_order(
 /// event itself, or only the whole v2 event (retrieved from Stripe) does.
 async fn thin_and_snapshot_copies(carried: bool) {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let t = tag();
     let (snapshot_id, thin_id) = (format!("evt_snap{t}"), format!("evt_thin{t}"));
     let payment = format!("pi_thin{t}");

@@ -43,18 +43,18 @@ async fn emails_to(recipient: &str) -> Vec<(String, String)> {
 }
 
 struct Channels {
-    payments: SlackSink,
-    support: SlackSink,
-    urgent: SlackSink,
+    payments: FakeSlack,
+    support: FakeSlack,
+    urgent: FakeSlack,
     recipient: String,
     routes: Routes,
 }
 
 async fn channels() -> Channels {
     let (payments, support, urgent) = (
-        SlackSink::start().await,
-        SlackSink::start().await,
-        SlackSink::start().await,
+        FakeSlack::start().await.expect("fake slack"),
+        FakeSlack::start().await.expect("fake slack"),
+        FakeSlack::start().await.expect("fake slack"),
     );
     let recipient = format!("disputes-{:08x}@example.com", fastrand::u32(..));
     let document = serde_json::json!({
@@ -279,7 +279,7 @@ fn an_invalid_routing_document_stops_the_cold_start_naming_the_entry() {
 #[tokio::test]
 async fn a_slack_channel_that_is_gone_is_a_configuration_error_and_the_message_is_not_retried() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     // Slack's answers for a webhook that no longer works: revoked or disallowed, removed, archived.
     for (status, body) in [
@@ -321,14 +321,14 @@ async fn a_slack_channel_that_is_gone_is_a_configuration_error_and_the_message_i
             .await
             .is_empty());
         assert_eq!(slack.texts().len(), 1, "{status}");
-        slack.received_clear();
+        slack.clear();
     }
 }
 
 #[tokio::test]
 async fn slack_rate_limiting_is_waited_out_for_its_retry_after_and_the_message_sent_once() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     // GIVEN Slack answering the first post with 429 and Retry-After: 1
     slack.answer_next(SlackAnswer {
@@ -349,7 +349,7 @@ async fn slack_rate_limiting_is_waited_out_for_its_retry_after_and_the_message_s
 #[tokio::test]
 async fn a_slack_retry_after_too_long_to_wait_fails_the_message_for_sqs_to_retry() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     slack.answer_next(SlackAnswer {
         status: 429,

@@ -26,9 +26,9 @@ async fn through_the_queue(
 
 /// The reference a test compares with: each event applied once, in order, on its own tables, with
 /// its own Slack sink.
-async fn applied_once_in_order(events: &[Vec<u8>]) -> (Resources, SlackSink) {
+async fn applied_once_in_order(events: &[Vec<u8>]) -> (Resources, FakeSlack) {
     let once = Resources::create();
-    let once_slack = SlackSink::start().await;
+    let once_slack = FakeSlack::start().await.expect("fake slack");
     let once_app = processor_app(&once, Some(&once_slack.url)).await;
     for (i, body) in events.iter().enumerate() {
         assert!(
@@ -43,7 +43,7 @@ async fn applied_once_in_order(events: &[Vec<u8>]) -> (Resources, SlackSink) {
 #[tokio::test]
 async fn every_fixture_through_receiver_queue_and_processor_gives_the_documented_state() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let bodies: Vec<Vec<u8>> = fixture_events().into_iter().map(|(_, b)| b).collect();
     let mut messages = through_the_queue(&resources, &bodies).await;
@@ -94,7 +94,7 @@ async fn every_fixture_through_receiver_queue_and_processor_gives_the_documented
 #[tokio::test]
 async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_once() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let history = customer_history(
         &format!("dup{:06x}", fastrand::u32(..0xffffff)),
@@ -346,7 +346,7 @@ async fn a_poisoned_message_fails_alone_and_ends_in_the_dlq_after_max_receive_co
 #[tokio::test]
 async fn slack_down_retries_the_message_without_rewriting_state_then_notifies_once() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let body = with_event_id(&fixture("charge.dispute.created"), &unique_event_id());
     // GIVEN Slack is down
@@ -525,7 +525,7 @@ fn eventbridge(event: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn the_same_event_through_both_ingresses_applies_its_effects_once() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let history = customer_history(
         &format!("both{:06x}", fastrand::u32(..0xffffff)),
@@ -702,7 +702,7 @@ async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
 #[tokio::test]
 async fn markers_notification_records_and_duplicate_counts_expire_after_the_configured_retention() {
     let resources = Resources::create();
-    let slack = SlackSink::start().await;
+    let slack = FakeSlack::start().await.expect("fake slack");
     let retention: i64 = 45 * 86_400;
     let dedup_ttl: i64 = 40 * 86_400;
     let settings = [

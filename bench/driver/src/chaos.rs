@@ -36,13 +36,13 @@ use aws_sdk_sqs::types::{
 use lambda_http::{http, Body, Request};
 use stripe_pipeline::{
     signature::{sign, unix_now, SigningSecret},
-    testing::customer_history,
+    testing::{customer_history, slack::FakeSlack},
 };
 use tokio::sync::Semaphore;
 
 use crate::{
     proxy::{FaultPlan, FaultProxy},
-    wiring::{self, ProcessorApp, ReceiverApp, Resources, SlackSink, SECRET},
+    wiring::{self, ProcessorApp, ReceiverApp, Resources, SECRET},
     Error,
 };
 
@@ -159,7 +159,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
     // The reference: each history shape applied once, in order, without faults.
     eprintln!("chaos: reference run (each history shape once, in order, no faults)");
     let reference_resources = Resources::create(&format!("chaosref{run_id}"))?;
-    let reference_slack = SlackSink::start(0.0).await?;
+    let reference_slack = FakeSlack::start().await?;
     let reference_app = wiring::processor_app(
         &config,
         &reference_resources,
@@ -202,7 +202,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
         .await?;
     let ddb_proxy = FaultProxy::start(&dynamodb_direct, options.faults, false).await?;
     let sqs_proxy = FaultProxy::start(&sqs_direct, options.faults, false).await?;
-    let slack = SlackSink::start(options.slack_failure).await?;
+    let slack = FakeSlack::failing(options.slack_failure).await?;
     let receiver =
         Arc::new(wiring::receiver_app(&config, &resources, &ddb_proxy.url, &sqs_proxy.url).await?);
     let mut processor =
@@ -514,7 +514,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
             "sqs": sqs_proxy.counters.to_json(),
             "total": ddb_proxy.counters.total() + sqs_proxy.counters.total(),
             "processor_kills": get(&tally.kills),
-            "slack_500s": slack.failed.load(Ordering::Relaxed),
+            "slack_500s": slack.failed(),
         },
         "processor": {
             "invocations": get(&tally.invocations),

@@ -1,15 +1,10 @@
 //! The functions wired as their `main.rs` wire them, to endpoints of our choosing (the emulators or a
 //! fault proxy in front of them), plus what the Lambda service would do around them: tables and queues
-//! made from `template.yaml`, and a Slack stand-in.
+//! made from `template.yaml`. The Slack stand-in is `stripe_pipeline::testing::slack::FakeSlack`.
 
-use std::{
-    process::Command,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-};
+use std::process::Command;
 
+use crate::Error;
 use stripe_pipeline::{
     billing::DynamoBillingStore,
     dedup::{DynamoBodyStash, DynamoDedupStore, DynamoDuplicateCounter},
@@ -17,9 +12,6 @@ use stripe_pipeline::{
     queue::SqsEventQueue,
     telemetry::Metrics,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::Error;
 
 /// The signing secret of every bench and chaos run.
 pub const SECRET: &str = "whsec_bench_0123456789abcdefghijklmnopqrstuv";
@@ -173,86 +165,4 @@ pub fn event_source(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> (String, Stri
         .map(ToString::to_string)
         .unwrap_or_default();
     (processor::sqs::queue_arn(queue_url, &region), region)
-}
-
-/// A stand-in for a Slack incoming webhook: records each accepted message's text, and answers 500 to a
-/// share of requests (Slack having a bad moment).
-#[derive(Debug, Clone)]
-pub struct SlackSink {
-    /// Where to post.
-    pub url: String,
-    texts: Arc<Mutex<Vec<String>>>,
-    /// Requests answered 500.
-    pub failed: Arc<AtomicU64>,
-}
-
-impl SlackSink {
-    /// Starts on a free loopback port; `failure_rate` of the requests get a 500.
-    pub async fn start(failure_rate: f64) -> Result<Self, Error> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let sink = Self {
-            url: format!("http://{}/services/T0/B0/X", listener.local_addr()?),
-            texts: Arc::default(),
-            failed: Arc::default(),
-        };
-        let (texts, failed) = (sink.texts.clone(), sink.failed.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (texts, failed) = (texts.clone(), failed.clone());
-                tokio::spawn(async move {
-                    let mut buffer = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    loop {
-                        let Ok(n) = socket.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buffer.extend_from_slice(&chunk[..n]);
-                        let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
-                            continue;
-                        };
-                        let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if buffer.len() < end + 4 + length {
-                            continue;
-                        }
-                        let body = buffer[end + 4..end + 4 + length].to_vec();
-                        buffer.drain(..end + 4 + length);
-                        let code = if fastrand::f64() < failure_rate {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            500
-                        } else {
-                            let text = serde_json::from_slice::<serde_json::Value>(&body)
-                                .ok()
-                                .and_then(|v| v["text"].as_str().map(str::to_owned))
-                                .unwrap_or_default();
-                            if let Ok(mut texts) = texts.lock() {
-                                texts.push(text);
-                            }
-                            200
-                        };
-                        let reply = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok");
-                        if socket.write_all(reply.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Ok(sink)
-    }
-
-    /// Texts of the accepted messages.
-    pub fn texts(&self) -> Vec<String> {
-        self.texts.lock().map(|t| t.clone()).unwrap_or_default()
-    }
 }

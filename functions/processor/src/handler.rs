@@ -92,10 +92,7 @@ fn receive_count(message: &SqsMessage) -> &str {
 #[cfg(test)]
 mod tests {
     use std::{
-        sync::{
-            atomic::{AtomicUsize, Ordering},
-            Arc, OnceLock,
-        },
+        sync::{Arc, OnceLock},
         time::Duration,
     };
 
@@ -108,8 +105,8 @@ mod tests {
         process::ProcessError,
         signature::unix_now,
         telemetry::Metrics,
+        testing::slack::FakeSlack,
     };
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
 
@@ -238,46 +235,25 @@ mod tests {
         assert_eq!(app.billing.state(), state);
     }
 
-    /// A local Slack webhook that answers 200 to every post; after the first it takes the billing
-    /// table down, so that notification's `sent` mark fails right after the channel accepted it.
-    async fn slack_breaking_billing_once(
-        app: Arc<OnceLock<Arc<TestApp>>>,
-    ) -> (String, Arc<AtomicUsize>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/services/T/B/X", listener.local_addr().unwrap());
-        let posts = Arc::new(AtomicUsize::new(0));
-        let counted = posts.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // The notifier posts one small JSON object per connection.
-                while !request.ends_with(b"}") {
-                    match socket.read(&mut chunk).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&chunk[..n]),
-                    }
+    /// A local Slack webhook that answers 200 to every post; at the first it takes the billing table
+    /// down, so that notification's `sent` mark fails right after the channel accepted it.
+    async fn slack_breaking_billing_once(app: Arc<OnceLock<Arc<TestApp>>>) -> FakeSlack {
+        FakeSlack::with_hook(move |post| {
+            if post == 0 {
+                if let Some(app) = app.get() {
+                    app.billing.set_unavailable(true);
                 }
-                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                    if let Some(app) = app.get() {
-                        app.billing.set_unavailable(true);
-                    }
-                }
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
             }
-        });
-        (url, posts)
+        })
+        .await
+        .unwrap()
     }
 
     #[tokio::test]
     async fn a_notification_whose_mark_fails_is_sent_again_never_lost() {
         let cell = Arc::new(OnceLock::new());
-        let (url, posts) = slack_breaking_billing_once(cell.clone()).await;
-        let routes = stripe_pipeline::notify::Routes::parse(None, Some(&url), None).unwrap();
+        let slack = slack_breaking_billing_once(cell.clone()).await;
+        let routes = stripe_pipeline::notify::Routes::parse(None, Some(&slack.url), None).unwrap();
         let mut app = app();
         app.notify = Router::new(routes, None, None).unwrap();
         // A lease that has run out by the retry, as 30 s has by the 200 s visibility timeout.
@@ -297,7 +273,7 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(err.reason(), "notification_unrecorded");
-        assert_eq!(posts.load(Ordering::SeqCst), 1);
+        assert_eq!(slack.posts(), 1);
         app.billing.set_unavailable(false);
         let state = app.billing.state();
 
@@ -307,11 +283,11 @@ mod tests {
         assert!(failed_ids(&app, vec![message("m1", body, None)])
             .await
             .is_empty());
-        assert_eq!(posts.load(Ordering::SeqCst), 2);
+        assert_eq!(slack.posts(), 2);
         assert!(failed_ids(&app, vec![message("m1", body, None)])
             .await
             .is_empty());
-        assert_eq!(posts.load(Ordering::SeqCst), 2);
+        assert_eq!(slack.posts(), 2);
         assert_eq!(app.billing.state(), state);
     }
 }

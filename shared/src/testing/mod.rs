@@ -2,14 +2,17 @@
 //! refund, as consistent events built from the fixtures (whose ids do not line up on their own).
 //! Shared by the unit property tests and the integration tests so both check the same histories.
 //! Also [`LogCapture`], the functions' log lines as a test sees them, and [`billing_state`], the billing
-//! table as the tests and the chaos suite compare it.
+//! table as the tests and the chaos suite compare it, and [`slack::FakeSlack`], a Slack webhook that records
+//! what it accepts.
+
+pub mod slack;
 
 use serde_json::{json, Value};
 
 macro_rules! fixture {
     ($name:literal) => {
         include_str!(concat!(
-            "../../tests/fixtures/stripe/events/",
+            "../../../tests/fixtures/stripe/events/",
             $name,
             ".json"
         ))
