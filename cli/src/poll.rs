@@ -89,13 +89,14 @@ impl Target {
             Self::InProcess(app) => {
                 let app = Arc::clone(app);
                 // A task of its own, so a panic fails this batch (as the Lambda runtime reports it as
-                // an invocation error) instead of the poller.
-                let task = tokio::spawn(async move {
+                // an invocation error) instead of the poller. Aborted if this call is dropped, as an
+                // invocation dies with its sandbox: the chaos suite kills batches that way.
+                let mut task = AbortOnDrop(tokio::spawn(async move {
                     processor::handler::handle(&app, LambdaEvent::new(event, Context::default()))
                         .await
                         .map_err(|e| e.to_string())
-                });
-                match task.await {
+                }));
+                match (&mut task.0).await {
                     Ok(Ok(response)) => Ok(response),
                     Ok(Err(error)) => Err(format!("the processor failed the batch: {error}")),
                     Err(_) => Err("the processor panicked".to_owned()),
@@ -125,6 +126,15 @@ impl Target {
                     .map_err(|e| format!("the processor's answer is not an SqsBatchResponse: {e}"))
             }
         }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -8,12 +8,14 @@
 //!   after their 2xx (redeliveries, resends), some twice at the same moment (concurrent duplicates).
 //! - **The receiver** runs in this process: `receiver::handler::handle`, the function `main.rs` serves,
 //!   wired like `main.rs` but with DynamoDB and SQS behind the proxy.
-//! - **The event source mapping** is played by pollers that receive batches from the queue directly (the
-//!   Lambda service's poller is not behind our network), call `processor::handler::handle` (DynamoDB
-//!   behind the proxy, Slack a local sink that sometimes answers 500), delete what succeeded and leave
-//!   failures to come back after the visibility timeout, exactly as with `ReportBatchItemFailures`. A
-//!   share of batches is **killed**: the invocation is dropped at a random point, mid-flight requests
-//!   and all, and nothing of the batch is deleted (the process died).
+//! - **The event source mapping** is played by the CLI's poller (`stripe_webhooks::poll::Poller`, what
+//!   `stripe-webhooks poll` runs), several at once, receiving from the queue directly (the Lambda
+//!   service's poller is not behind our network) and calling `processor::handler::handle` in process
+//!   (DynamoDB behind the proxy, Slack a fake that sometimes answers 500); it deletes what succeeded
+//!   and leaves failures to come back after the visibility timeout, exactly as with
+//!   `ReportBatchItemFailures`. A share of batches is **killed**: the invocation is dropped at a
+//!   random point, mid-flight requests and all, and nothing of the batch is deleted (the process
+//!   died).
 //! - **Poison messages** (bodies that are no Stripe event) are put on the queue; they must end in the
 //!   DLQ after `MaxReceiveCount` receives, and nothing else may.
 //!
@@ -30,13 +32,16 @@ use std::{
 };
 
 use aws_lambda_events::event::sqs::SqsEvent;
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
-};
+use aws_sdk_sqs::types::QueueAttributeName;
 use lambda_http::{http, Body, Request};
 use stripe_pipeline::{
+    queue::attribute,
     signature::{sign, unix_now, SigningSecret},
     testing::{customer_history, slack::FakeSlack},
+};
+use stripe_webhooks::{
+    poll::{PollSettings, Poller, Target},
+    sqs::{message_attribute, Queue},
 };
 use tokio::sync::Semaphore;
 
@@ -284,18 +289,26 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
 
     // Processor pollers (the event source mapping).
     let mut pollers = Vec::new();
+    let (_, region) = wiring::event_source(&sqs, &resources.event_queue_url);
+    // As the template's event source mapping, less the batching window: each receive is a batch.
+    let settings = PollSettings {
+        batch_size: 10,
+        batching_window: Duration::ZERO,
+        wait_secs: 1,
+        visibility_timeout_secs: None,
+    };
     for _ in 0..options.pollers {
-        let (sqs, processor, tally, done, queue, received) = (
-            sqs.clone(),
-            processor.clone(),
-            tally.clone(),
-            done.clone(),
-            resources.event_queue_url.clone(),
-            seen.clone(),
-        );
+        let poller = Poller::new(
+            Queue::new(sqs.clone(), &resources.event_queue_url),
+            Target::InProcess(processor.clone()),
+            settings,
+            &region,
+        )
+        .await?;
+        let (tally, done, received) = (tally.clone(), done.clone(), seen.clone());
         let kill = options.kill;
         pollers.push(tokio::spawn(async move {
-            poll(&sqs, &queue, &processor, &tally, &done, kill, &received).await
+            poll(&poller, &tally, &done, kill, &received).await
         }));
     }
 
@@ -710,37 +723,15 @@ fn signed_request(body: &[u8], signature: &str) -> Request {
     request.unwrap_or_default()
 }
 
-/// The event source mapping: receive, invoke (sometimes killed), delete what succeeded.
-async fn poll(
-    sqs: &aws_sdk_sqs::Client,
-    queue: &str,
-    processor: &ProcessorApp,
-    tally: &Tally,
-    done: &AtomicBool,
-    kill: f64,
-    seen: &Mutex<Seen>,
-) {
-    let (arn, region) = wiring::event_source(sqs, queue);
+/// The event source mapping: the CLI's poller (`stripe-webhooks poll`, in-process) receiving and
+/// deleting, with a share of its invocations killed mid-batch (nothing of a killed batch is deleted
+/// unless it got that far).
+async fn poll(poller: &Poller, tally: &Tally, done: &AtomicBool, kill: f64, seen: &Mutex<Seen>) {
     while !done.load(Ordering::Relaxed) {
-        let output = sqs
-            .receive_message()
-            .queue_url(queue)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_attribute_names("All")
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await;
-        let Ok(output) = output else {
+        let Ok(messages) = poller.gather().await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let messages: Vec<_> = output
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|message| processor::sqs::lambda_message(&message, &arn, &region))
-            .collect();
         if messages.is_empty() {
             continue;
         }
@@ -748,16 +739,13 @@ async fn poll(
         tally
             .messages_received
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        // message id -> event id (webhook messages carry it as an attribute; poison ones may not).
-        let event_ids: HashMap<String, String> = messages
+        // Webhook messages carry their event id as an attribute; poison ones may not.
+        let event_ids: Vec<String> = messages
             .iter()
-            .filter_map(|m| {
-                let event = m.message_attributes.get("event_id")?.string_value.clone()?;
-                Some((m.message_id.clone()?, event))
-            })
+            .filter_map(|m| message_attribute(m, attribute::EVENT_ID).map(str::to_owned))
             .collect();
         if let Ok(mut seen) = seen.lock() {
-            for id in event_ids.values() {
+            for id in &event_ids {
                 *seen.received.entry(id.clone()).or_default() += 1;
             }
         }
@@ -766,58 +754,33 @@ async fn poll(
                 seen.interrupted.extend(ids.cloned());
             }
         };
-        let receipts: HashMap<String, String> = messages
-            .iter()
-            .filter_map(|m| Some((m.message_id.clone()?, m.receipt_handle.clone()?)))
-            .collect();
-        let invocation = process(processor, messages);
-        let failed = if fastrand::f64() < kill {
-            // Killed mid-batch: the invocation stops wherever it is; nothing is deleted.
+        let batch = poller.process(messages);
+        let report = if fastrand::f64() < kill {
+            // Killed: the invocation stops wherever it is (the poller aborts its task).
             let after = Duration::from_millis(fastrand::u64(1..200));
-            match tokio::time::timeout(after, invocation).await {
-                Ok(result) => result,
+            match tokio::time::timeout(after, batch).await {
+                Ok(report) => report,
                 Err(_) => {
                     tally.kills.fetch_add(1, Ordering::Relaxed);
-                    interrupted(&mut event_ids.values());
+                    interrupted(&mut event_ids.iter());
                     continue;
                 }
             }
         } else {
-            invocation.await
+            batch.await
         };
-        let Ok(failed) = failed else {
-            interrupted(&mut event_ids.values());
+        // The delete failed: processed or not, each message comes back.
+        let Ok(report) = report else {
+            interrupted(&mut event_ids.iter());
             continue;
         };
-        interrupted(&mut failed.iter().filter_map(|id| event_ids.get(id)));
+        interrupted(&mut report.failed.iter().filter_map(|f| f.event_id.as_ref()));
         tally
             .message_failures
-            .fetch_add(failed.len() as u64, Ordering::Relaxed);
-        let entries: Vec<_> = receipts
-            .iter()
-            .filter(|(id, _)| !failed.contains(*id))
-            .enumerate()
-            .filter_map(|(n, (_, receipt))| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(format!("d{n}"))
-                    .receipt_handle(receipt)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if !entries.is_empty() {
-            if let Ok(output) = sqs
-                .delete_message_batch()
-                .queue_url(queue)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                tally
-                    .deleted
-                    .fetch_add(output.successful.len() as u64, Ordering::Relaxed);
-            }
-        }
+            .fetch_add(report.failed.len() as u64, Ordering::Relaxed);
+        tally
+            .deleted
+            .fetch_add(report.succeeded as u64, Ordering::Relaxed);
     }
 }
 
