@@ -20,7 +20,9 @@ use stripe_pipeline::{
     signature::unix_now,
 };
 
-use crate::stripe_api::{EventFilter, RawEvent, StripeApi, StripeApiError, MAX_PAGE_SIZE};
+use crate::stripe_api::{
+    ApiStats, EventFilter, RawEvent, StripeApi, StripeApiError, MAX_PAGE_SIZE,
+};
 
 /// How to backfill.
 #[derive(Debug, Clone)]
@@ -119,6 +121,34 @@ impl std::fmt::Display for BackfillOutcome<'_> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What `backfill` prints at the end: the counts, what the Stripe API took, then the outcome.
+#[derive(Debug)]
+pub struct BackfillReport<'a> {
+    /// What the backfill did.
+    pub summary: &'a BackfillSummary,
+    /// The Stripe API client's counters over the run.
+    pub api: ApiStats,
+    /// How long the run took.
+    pub took: std::time::Duration,
+}
+
+impl std::fmt::Display for BackfillReport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (summary, api, took) = (self.summary, self.api, self.took.as_secs_f64());
+        write!(f, "{summary}")?;
+        writeln!(
+            f,
+            "Stripe API: {} requests, {} rate-limited (429), {} server errors or timeouts, {:.1} s waiting; took {took:.1} s ({:.0} events/s)",
+            api.requests,
+            api.rate_limited,
+            api.server_errors,
+            api.waited.as_secs_f64(),
+            summary.found as f64 / took.max(0.001),
+        )?;
+        write!(f, "{}", summary.outcome())
     }
 }
 

@@ -168,6 +168,59 @@ pub struct RedriveSummary {
     pub failed: usize,
 }
 
+impl std::fmt::Display for RedriveSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "moved {} message(s) to the event queue; {} copied but still in the dead-letter queue; {} not moved",
+            self.moved, self.left_in_dlq, self.failed
+        )
+    }
+}
+
+/// What `dlq list` prints: one line per message (id, event, type, receives, age), then the count.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetterList<'a> {
+    /// The messages listed.
+    pub letters: &'a [DeadLetter],
+    /// The most that were asked for.
+    pub max: usize,
+    /// Now, in unix milliseconds: ages are counted from it.
+    pub now_ms: u64,
+}
+
+impl std::fmt::Display for DeadLetterList<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for letter in self.letters {
+            let age = letter.sent_at_ms.map_or_else(
+                || "?".to_owned(),
+                |sent| {
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        self.now_ms.saturating_sub(sent) / 1000,
+                    ))
+                    .to_string()
+                },
+            );
+            writeln!(
+                f,
+                "{}  {}  {}  receives {}  sent {age} ago",
+                letter.message_id,
+                letter.event_id.as_deref().unwrap_or("-"),
+                letter.event_type.as_deref().unwrap_or("-"),
+                letter
+                    .receive_count
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            )?;
+        }
+        writeln!(
+            f,
+            "{} message(s) listed (max {})",
+            self.letters.len(),
+            self.max
+        )
+    }
+}
+
 /// Moves up to `max` messages (all if `None`) from `dlq` to `target`, each once.
 pub async fn redrive(
     dlq: &Queue,
@@ -220,6 +273,55 @@ pub async fn redrive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_gives_each_letter_its_age_and_marks_what_is_unknown() {
+        let letters = [
+            DeadLetter {
+                message_id: "m-1".to_owned(),
+                event_id: Some("evt_1".to_owned()),
+                event_type: Some("invoice.paid".to_owned()),
+                body_location: None,
+                sent_at_ms: Some(1_000_000),
+                receive_count: Some(5),
+                body: String::new(),
+            },
+            DeadLetter {
+                message_id: "m-2".to_owned(),
+                event_id: None,
+                event_type: None,
+                body_location: None,
+                sent_at_ms: None,
+                receive_count: None,
+                body: String::new(),
+            },
+        ];
+        let listing = DeadLetterList {
+            letters: &letters,
+            max: 50,
+            now_ms: 1_000_000 + 90 * 60 * 1000,
+        }
+        .to_string();
+        assert_eq!(
+            listing,
+            "m-1  evt_1  invoice.paid  receives 5  sent 1h 30m ago\n\
+             m-2  -  -  receives ?  sent ? ago\n\
+             2 message(s) listed (max 50)\n"
+        );
+    }
+
+    #[test]
+    fn a_redrive_summary_says_what_moved_and_what_stayed() {
+        let summary = RedriveSummary {
+            moved: 3,
+            left_in_dlq: 1,
+            failed: 2,
+        };
+        assert_eq!(
+            summary.to_string(),
+            "moved 3 message(s) to the event queue; 1 copied but still in the dead-letter queue; 2 not moved\n"
+        );
+    }
 
     #[test]
     fn a_dead_letter_prints_its_attributes_and_its_body_pretty() {

@@ -26,7 +26,7 @@ use stripe_webhooks::{
     dead_letters,
     poll::{self, PollError, PollSettings, Poller, Target},
     progress,
-    replay::{self, ReplayError, Replayed},
+    replay::{self, ReplayError},
     send::{self, Pacing, SendError, SendOptions},
     settings::{self, format_time, parse_time, SettingsError},
     sqs::{Queue, SqsError},
@@ -161,32 +161,9 @@ async fn run_send(args: SendArgs) -> Result<ExitCode, CliError> {
 
 /// One line per delivery, then the totals; success when every delivery was accepted.
 fn report_deliveries(deliveries: &[send::Delivery], target: &str) -> ExitCode {
-    let mut refused = 0;
-    for delivery in deliveries {
-        let status = delivery
-            .status
-            .map_or_else(|| "unreachable".to_owned(), |s| s.to_string());
-        println!(
-            "{} {}: {status} {}",
-            delivery.event_id,
-            delivery.event_type,
-            delivery.answer.trim()
-        );
-        refused += usize::from(!delivery.accepted());
-    }
-    let count = |needle: &str| {
-        deliveries
-            .iter()
-            .filter(|d| d.accepted() && d.answer.contains(needle))
-            .count()
-    };
-    println!(
-        "{} deliveries to {target}: {} enqueued, {} duplicate, {refused} not accepted",
-        deliveries.len(),
-        count("enqueued") + count("queued as message"),
-        count("duplicate"),
-    );
-    exit(refused == 0)
+    let report = send::DeliveryReport { deliveries, target };
+    print!("{report}");
+    exit(report.all_accepted())
 }
 
 async fn run_backfill(args: BackfillArgs) -> Result<ExitCode, CliError> {
@@ -251,19 +228,12 @@ async fn run_backfill(args: BackfillArgs) -> Result<ExitCode, CliError> {
         &bar,
     )
     .await;
-    let took = started.elapsed();
-    let stats = api.stats();
-    print!("{summary}");
-    println!(
-        "Stripe API: {} requests, {} rate-limited (429), {} server errors or timeouts, {:.1} s waiting; took {:.1} s ({:.0} events/s)",
-        stats.requests,
-        stats.rate_limited,
-        stats.server_errors,
-        stats.waited.as_secs_f64(),
-        took.as_secs_f64(),
-        summary.found as f64 / took.as_secs_f64().max(0.001),
-    );
-    print!("{}", summary.outcome());
+    let report = backfill::BackfillReport {
+        summary: &summary,
+        api: api.stats(),
+        took: started.elapsed(),
+    };
+    print!("{report}");
     Ok(exit(summary.complete()))
 }
 
@@ -279,17 +249,14 @@ async fn run_replay(args: ReplayArgs) -> Result<ExitCode, CliError> {
         args.intake.sqs_max_message_bytes,
     )
     .await?;
-    let what = format!("{} ({})", event.envelope.id, event.envelope.event_type);
-    match replayed {
-        Replayed::Enqueued => println!("{what}: enqueued"),
-        Replayed::AlreadySeen => println!(
-            "{what}: already enqueued earlier, nothing sent (`status {}` shows whether it was applied; --force sends it anyway)",
-            event.envelope.id
-        ),
-        Replayed::Forced => println!(
-            "{what}: enqueued again (forced); if it was applied before, the processor skips it"
-        ),
-    }
+    print!(
+        "{}",
+        replay::ReplayReport {
+            replayed,
+            event_id: &event.envelope.id,
+            event_type: event.envelope.event_type.as_str(),
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -312,27 +279,14 @@ async fn run_dlq(command: DlqCommand) -> Result<ExitCode, CliError> {
                     .as_millis(),
             )
             .unwrap_or(0);
-            for letter in &letters {
-                let age = letter.sent_at_ms.map_or_else(
-                    || "?".to_owned(),
-                    |sent| {
-                        humantime::format_duration(Duration::from_secs(
-                            now_ms.saturating_sub(sent) / 1000,
-                        ))
-                        .to_string()
-                    },
-                );
-                println!(
-                    "{}  {}  {}  receives {}  sent {age} ago",
-                    letter.message_id,
-                    letter.event_id.as_deref().unwrap_or("-"),
-                    letter.event_type.as_deref().unwrap_or("-"),
-                    letter
-                        .receive_count
-                        .map_or_else(|| "?".to_owned(), |n| n.to_string()),
-                );
-            }
-            println!("{} message(s) listed (max {})", letters.len(), args.max);
+            print!(
+                "{}",
+                dead_letters::DeadLetterList {
+                    letters: &letters,
+                    max: args.max,
+                    now_ms,
+                }
+            );
         }
         DlqCommand::Show(args) => {
             let dlq = Queue::new(aws.sqs.clone(), &args.dlq.dead_letter_queue_url);
@@ -354,10 +308,7 @@ async fn run_dlq(command: DlqCommand) -> Result<ExitCode, CliError> {
             }
             let bar = progress::bar(args.max.map_or(waiting, |max| waiting.min(max as u64)));
             let summary = dead_letters::redrive(&dlq, &target, args.max, &bar).await?;
-            println!(
-                "moved {} message(s) to the event queue; {} copied but still in the dead-letter queue; {} not moved",
-                summary.moved, summary.left_in_dlq, summary.failed
-            );
+            print!("{summary}");
             return Ok(exit(summary.failed == 0));
         }
     }

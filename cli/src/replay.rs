@@ -27,6 +27,35 @@ pub enum Replayed {
     Forced,
 }
 
+/// What `replay` prints: the event and what happened to it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayReport<'a> {
+    /// What the replay did.
+    pub replayed: Replayed,
+    /// `evt_…`
+    pub event_id: &'a str,
+    /// Its type.
+    pub event_type: &'a str,
+}
+
+impl std::fmt::Display for ReplayReport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): ", self.event_id, self.event_type)?;
+        match self.replayed {
+            Replayed::Enqueued => writeln!(f, "enqueued"),
+            Replayed::AlreadySeen => writeln!(
+                f,
+                "already enqueued earlier, nothing sent (`status {}` shows whether it was applied; --force sends it anyway)",
+                self.event_id
+            ),
+            Replayed::Forced => writeln!(
+                f,
+                "enqueued again (forced); if it was applied before, the processor skips it"
+            ),
+        }
+    }
+}
+
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -75,4 +104,30 @@ pub async fn replay<S: DedupStore, Q: EventQueue>(
         }
     };
     Ok((replayed, event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_report_says_what_was_sent_and_how_to_check_it() {
+        let report = |replayed| {
+            ReplayReport {
+                replayed,
+                event_id: "evt_1",
+                event_type: "invoice.paid",
+            }
+            .to_string()
+        };
+        assert_eq!(
+            report(Replayed::Enqueued),
+            "evt_1 (invoice.paid): enqueued\n"
+        );
+        assert_eq!(
+            report(Replayed::AlreadySeen),
+            "evt_1 (invoice.paid): already enqueued earlier, nothing sent (`status evt_1` shows whether it was applied; --force sends it anyway)\n"
+        );
+        assert!(report(Replayed::Forced).contains("enqueued again (forced)"));
+    }
 }

@@ -130,6 +130,56 @@ impl Delivery {
     }
 }
 
+/// What `send` prints: one line per delivery, then the totals.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryReport<'a> {
+    /// The answers, in the order they came.
+    pub deliveries: &'a [Delivery],
+    /// Where they went (a URL, or the queue for `--via eventbridge`).
+    pub target: &'a str,
+}
+
+impl DeliveryReport<'_> {
+    /// Whether every delivery was accepted: the command's success.
+    pub fn all_accepted(&self) -> bool {
+        self.deliveries.iter().all(Delivery::accepted)
+    }
+
+    /// Accepted deliveries whose answer says `needle`.
+    fn accepted_saying(&self, needle: &str) -> usize {
+        self.deliveries
+            .iter()
+            .filter(|d| d.accepted() && d.answer.contains(needle))
+            .count()
+    }
+}
+
+impl std::fmt::Display for DeliveryReport<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for delivery in self.deliveries {
+            let status = delivery
+                .status
+                .map_or_else(|| "unreachable".to_owned(), |s| s.to_string());
+            writeln!(
+                f,
+                "{} {}: {status} {}",
+                delivery.event_id,
+                delivery.event_type,
+                delivery.answer.trim()
+            )?;
+        }
+        let refused = self.deliveries.iter().filter(|d| !d.accepted()).count();
+        writeln!(
+            f,
+            "{} deliveries to {}: {} enqueued, {} duplicate, {refused} not accepted",
+            self.deliveries.len(),
+            self.target,
+            self.accepted_saying("enqueued") + self.accepted_saying("queued as message"),
+            self.accepted_saying("duplicate"),
+        )
+    }
+}
+
 /// An HTTP client for [`send`]; the first request may wait for `cargo lambda watch` to build the
 /// receiver, so the timeout is long.
 pub fn client() -> Result<reqwest::Client, SendError> {
@@ -245,6 +295,40 @@ pub fn local_secret(from_env: Option<&str>, repo_root: &Path) -> Option<SigningS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_report_lists_each_answer_and_counts_only_accepted_ones() {
+        let delivery = |id: &str, status: Option<u16>, answer: &str| Delivery {
+            event_id: id.to_owned(),
+            event_type: "invoice.paid".to_owned(),
+            status,
+            answer: answer.to_owned(),
+        };
+        let deliveries = [
+            delivery("evt_1", Some(200), "enqueued\n"),
+            delivery("evt_2", Some(200), "duplicate"),
+            delivery("evt_3", Some(400), "bad signature: no v1"),
+            delivery("evt_4", None, "connection refused"),
+        ];
+        let report = DeliveryReport {
+            deliveries: &deliveries,
+            target: "http://127.0.0.1:9000",
+        };
+        assert_eq!(
+            report.to_string(),
+            "evt_1 invoice.paid: 200 enqueued\n\
+             evt_2 invoice.paid: 200 duplicate\n\
+             evt_3 invoice.paid: 400 bad signature: no v1\n\
+             evt_4 invoice.paid: unreachable connection refused\n\
+             4 deliveries to http://127.0.0.1:9000: 1 enqueued, 1 duplicate, 2 not accepted\n"
+        );
+        assert!(!report.all_accepted());
+        assert!(DeliveryReport {
+            deliveries: &deliveries[..2],
+            target: "x",
+        }
+        .all_accepted());
+    }
 
     fn fixtures() -> PathBuf {
         fixtures_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())

@@ -1,9 +1,9 @@
 //! Generated Stripe event histories for tests: one customer's subscription, payments, credits and
 //! refund, as consistent events built from the fixtures (whose ids do not line up on their own).
 //! Shared by the unit property tests and the integration tests so both check the same histories.
-//! Also [`LogCapture`], the functions' log lines as a test sees them, and [`billing_state`], the billing
-//! table as the tests and the chaos suite compare it, and [`slack::FakeSlack`], a Slack webhook that records
-//! what it accepts.
+//! Also [`LogCapture`], the functions' log lines as a test sees them; [`billing_state`], the billing
+//! table as the tests and the chaos suite compare it; and [`slack::FakeSlack`], a Slack webhook that
+//! records what it accepts.
 
 pub mod slack;
 
