@@ -26,6 +26,7 @@
 //! | [`secrets`] | the signing secrets from Secrets Manager |
 //! | [`source_ips`] | the optional allow-list of Stripe's webhook source addresses (SSM) |
 //! | [`telemetry`] | JSON logs, outcomes, EMF metrics |
+//! | `testing` | (feature `test-util`) generated customer histories, log capture, the billing-state scan and a fake Slack webhook, for the tests, the bench and the chaos suite |
 //!
 //! Each AWS service is called from its own modules: DynamoDB from `dedup` and `billing`, SQS from
 //! `queue`, Secrets Manager from `secrets`, SSM from `source_ips`, SES from `notify`.
