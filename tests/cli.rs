@@ -94,7 +94,7 @@ fn quick() -> PollSettings {
 #[tokio::test]
 async fn backfill_of_250_events_over_3_pages_through_a_429_enqueues_each_once_and_skips_those_seen()
 {
-    let resources = Resources::create();
+    let resources = create_resources();
     let tag = tag("bf");
     let fake = fake_stripe(&tag, 250, 0).await;
     let api = stripe_api(&fake.base_url);
@@ -199,7 +199,7 @@ async fn backfill_of_250_events_over_3_pages_through_a_429_enqueues_each_once_an
 
 #[tokio::test]
 async fn backfill_filters_by_type_and_undelivered_and_a_dry_run_writes_nothing() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let tag = tag("bff");
     let fake = fake_stripe(&tag, 60, 4).await;
     let api = stripe_api(&fake.base_url);
@@ -281,7 +281,7 @@ async fn backfill_filters_by_type_and_undelivered_and_a_dry_run_writes_nothing()
 
 #[tokio::test]
 async fn a_page_stripe_keeps_refusing_stops_the_backfill_with_what_was_done() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let tag = tag("bfs");
     let fake = fake_stripe(&tag, 30, 0).await;
     let api = stripe_api(&fake.base_url);
@@ -312,7 +312,7 @@ async fn a_page_stripe_keeps_refusing_stops_the_backfill_with_what_was_done() {
 
 #[tokio::test]
 async fn replay_enqueues_once_and_a_forced_replay_enqueues_again_without_applying_twice() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let tag = tag("rp");
     let fake = fake_stripe(&tag, 5, 0).await;
     let api = stripe_api(&fake.base_url);
@@ -372,7 +372,7 @@ async fn replay_enqueues_once_and_a_forced_replay_enqueues_again_without_applyin
 
 #[tokio::test]
 async fn status_shows_what_the_dedup_table_and_the_billing_state_know() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let (store, queue) = (store(&resources).await, event_queue(&resources).await);
     let app = processor_app(&resources, Some(&slack.url)).await;
@@ -445,7 +445,7 @@ async fn put_messages(queue_url: &str, count: usize) -> HashMap<String, String> 
 
 #[tokio::test]
 async fn dlq_redrive_moves_every_message_once_and_list_and_show_leave_them_in_place() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let client = sqs(&sqs_endpoint()).await;
     let sent = put_messages(&resources.dead_letter_queue_url, 25).await;
     let dlq = Queue::new(client.clone(), &resources.dead_letter_queue_url);
@@ -509,7 +509,7 @@ async fn dlq_redrive_moves_every_message_once_and_list_and_show_leave_them_in_pl
 
 #[tokio::test]
 async fn the_poller_deletes_what_the_processor_handled_and_sqs_dead_letters_a_poisoned_message() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let client = sqs(&sqs_endpoint()).await;
     let (store, queue) = (store(&resources).await, event_queue(&resources).await);
     // GIVEN three good events and one message the processor can never handle
@@ -588,7 +588,7 @@ async fn the_poller_deletes_what_the_processor_handled_and_sqs_dead_letters_a_po
 
 #[tokio::test]
 async fn send_posts_signed_fixtures_that_the_receiver_enqueues_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let receiver = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let server = ReceiverServer::start(receiver).await;
     let fixtures = send::fixtures_dir(&repo_root());
@@ -653,7 +653,7 @@ async fn send_posts_signed_fixtures_that_the_receiver_enqueues_once() {
 #[tokio::test]
 async fn send_via_eventbridge_puts_rule_shaped_messages_that_apply_once_beside_the_webhook_copies()
 {
-    let resources = Resources::create();
+    let resources = create_resources();
     let receiver = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let server = ReceiverServer::start(receiver).await;
     let fixtures = send::fixtures_dir(&repo_root());
@@ -716,7 +716,7 @@ async fn send_via_eventbridge_puts_rule_shaped_messages_that_apply_once_beside_t
 
 #[tokio::test]
 async fn batches_hold_at_most_batch_size_messages_and_wait_at_most_the_window() {
-    let resources = Resources::create();
+    let resources = create_resources();
     put_messages(&resources.event_queue_url, 5).await;
     let settings = PollSettings {
         batch_size: 3,
@@ -795,7 +795,7 @@ async fn invoke_endpoint(
 #[tokio::test]
 async fn an_invoked_processor_gets_the_batch_as_lambda_sends_it_and_a_function_error_fails_it_all()
 {
-    let resources = Resources::create();
+    let resources = create_resources();
     let (store, queue) = (store(&resources).await, event_queue(&resources).await);
     let id = unique_event_id();
     let body = with_event_id(&fixture("invoice.paid"), &id);

@@ -165,7 +165,7 @@ fn event_ids(history: &History) -> Vec<String> {
 
 #[tokio::test]
 async fn the_api_lists_filters_pages_and_totals_a_scripted_day() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = history();
     run_history(&resources, &history).await;
     // One poisoned message waits in the dead-letter queue.
@@ -305,7 +305,7 @@ async fn the_api_lists_filters_pages_and_totals_a_scripted_day() {
 async fn a_record_from_before_markers_carried_it_still_shows() {
     // GIVEN a feed record as an item of its own, as the processor wrote them before markers carried
     // them (such items live on until their TTL)
-    let resources = Resources::create();
+    let resources = create_resources();
     let console = console(&resources).await;
     let body = event("payment_intent.succeeded", |o| {
         o["amount"] = 4200.into();
@@ -341,7 +341,7 @@ async fn a_record_from_before_markers_carried_it_still_shows() {
 
 #[tokio::test]
 async fn a_won_lost_or_closed_dispute_is_not_open_whatever_the_order() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let now = unix_now() as i64;
     let news = |event_type: &str, dispute: &str, status: &str, due_by: i64| {
         let (dispute, status) = (dispute.to_owned(), status.to_owned());
@@ -438,7 +438,7 @@ async fn a_won_lost_or_closed_dispute_is_not_open_whatever_the_order() {
 #[tokio::test]
 async fn a_table_or_queue_that_fails_is_a_502_that_names_it_and_echoes_nothing_of_the_error() {
     // GIVEN a console whose DynamoDB and SQS endpoints refuse every connection
-    let resources = Resources::create();
+    let resources = create_resources();
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
@@ -482,7 +482,7 @@ async fn a_table_or_queue_that_fails_is_a_502_that_names_it_and_echoes_nothing_o
 
 #[tokio::test]
 async fn actions_need_the_page_token_and_redrive_moves_the_dead_letters() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let sqs = sqs(&sqs_endpoint()).await;
     sqs.send_message()
         .queue_url(&resources.dead_letter_queue_url)
@@ -611,7 +611,7 @@ where
 async fn the_page_in_headless_chromium_shows_cards_colours_summary_and_filters() {
     use fantoccini::Locator;
     let (chromium, driver_binary) = browser_binaries();
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = history();
     run_history(&resources, &history).await;
     let console = console(&resources).await;

@@ -26,7 +26,7 @@ async fn store(resources: &Resources) -> DynamoDedupStore {
 
 #[tokio::test]
 async fn a_pending_claim_blocks_until_its_lease_ends_and_its_holder_loses_it_then() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let store = store(&resources).await;
     let now = unix_now();
     let Claim::New(first) = store.claim("evt_lease", "invoice.paid", now).await.unwrap() else {
@@ -72,7 +72,7 @@ async fn a_pending_claim_blocks_until_its_lease_ends_and_its_holder_loses_it_the
 
 #[tokio::test]
 async fn an_expired_record_counts_as_absent_even_before_ttl_deletes_it() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let store = store(&resources).await;
     let now = unix_now();
     let Claim::New(token) = store.claim("evt_ttl", "x", now).await.unwrap() else {
@@ -93,7 +93,7 @@ async fn an_expired_record_counts_as_absent_even_before_ttl_deletes_it() {
 
 #[tokio::test]
 async fn release_frees_the_event_at_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let store = store(&resources).await;
     let now = unix_now();
     let Claim::New(token) = store.claim("evt_release", "x", now).await.unwrap() else {
@@ -109,7 +109,7 @@ async fn release_frees_the_event_at_once() {
 
 #[tokio::test]
 async fn a_body_over_several_chunks_is_stored_atomically_and_read_back_exactly() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let store = store(&resources).await;
     let body: Vec<u8> = (0..(2 * BODY_CHUNK_BYTES + 1234))
         .map(|i| (i % 251) as u8)
@@ -185,7 +185,7 @@ const PUT_ITEM: &[u8] = b"DynamoDB_20120810.PutItem";
 
 #[tokio::test]
 async fn a_claim_whose_first_put_was_applied_but_unanswered_is_ours_on_the_sdk_retry() {
-    let resources = Resources::create();
+    let resources = create_resources();
     // GIVEN a store whose SDK gives up on an attempt after 500 ms and retries, as the receiver's does
     // (2 s there), reaching DynamoDB through a relay that loses the first PutItem's answer
     let relay = relay_losing_the_first_put_answer(&dynamodb_endpoint()).await;
@@ -233,7 +233,7 @@ async fn a_claim_whose_first_put_was_applied_but_unanswered_is_ours_on_the_sdk_r
 
 #[tokio::test]
 async fn a_second_stash_for_the_same_event_does_not_change_what_the_queued_reference_reads() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let store = store(&resources).await;
     let now = unix_now();
     // GIVEN a body stashed for a message already queued
@@ -263,7 +263,7 @@ async fn a_second_stash_for_the_same_event_does_not_change_what_the_queued_refer
 async fn a_reference_queued_before_bodies_were_keyed_by_hash_still_reads_its_own_body() {
     use aws_sdk_dynamodb::{primitives::Blob, types::AttributeValue};
     use stripe_pipeline::dedup::MemoryDedupStore;
-    let resources = Resources::create();
+    let resources = create_resources();
     let store = store(&resources).await;
     let now = unix_now();
     let body = br#"{"id":"evt_legacy","type":"invoice.finalized"}"#.to_vec();

@@ -46,7 +46,7 @@ fn http_api_event(body: &[u8], signature: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn the_receiver_binary_at_trace_logs_its_decision_and_no_body_signature_or_secret() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let binary = cargo_bin("receiver", "receiver");
 
     let id = unique_event_id();

@@ -89,7 +89,7 @@ fn invoice_event(
 
 #[tokio::test]
 async fn a_delayed_payment_grants_credits_once_when_it_clears_and_never_when_it_fails() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let t = tag();
@@ -164,7 +164,7 @@ async fn a_delayed_payment_grants_credits_once_when_it_clears_and_never_when_it_
 
 #[tokio::test]
 async fn a_paid_credits_checkout_nobody_can_be_credited_for_fails_its_message_and_marks_nothing() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let t = tag();
     let nobody = credits_checkout(
@@ -216,7 +216,7 @@ async fn a_paid_credits_checkout_nobody_can_be_credited_for_fails_its_message_an
 
 #[tokio::test]
 async fn invoices_never_set_a_status_and_a_terminal_status_stays_on_dynamodb() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let t = tag();
     let customer = format!("cus_st{t}");
@@ -290,7 +290,7 @@ async fn invoices_never_set_a_status_and_a_terminal_status_stays_on_dynamodb() {
 
 #[tokio::test]
 async fn access_is_per_subscription_and_past_due_only_to_what_was_paid_on_dynamodb() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let t = tag();
     let customer = format!("cus_ac{t}");
@@ -349,7 +349,7 @@ async fn access_is_per_subscription_and_past_due_only_to_what_was_paid_on_dynamo
 
 #[tokio::test]
 async fn a_stale_renewal_failure_is_not_news_and_a_full_refund_unpays_the_order() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let t = tag();
@@ -404,7 +404,7 @@ async fn a_stale_renewal_failure_is_not_news_and_a_full_refund_unpays_the_order(
 /// One run of the migration case: `carried` says whether the thin notification names its snapshot
 /// event itself, or only the whole v2 event (retrieved from Stripe) does.
 async fn thin_and_snapshot_copies(carried: bool) {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let t = tag();
     let (snapshot_id, thin_id) = (format!("evt_snap{t}"), format!("evt_thin{t}"));

@@ -104,7 +104,7 @@ fn event(fixture_name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u
 
 #[tokio::test]
 async fn each_event_type_reaches_its_channels_once_with_amounts_and_deadlines_people_can_use() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let channels = channels().await;
     let router = Router::new(
         channels.routes.clone(),
@@ -195,7 +195,7 @@ async fn each_event_type_reaches_its_channels_once_with_amounts_and_deadlines_pe
 
 #[tokio::test]
 async fn ses_down_retries_the_message_without_resending_slack_or_reapplying_state() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let channels = channels().await;
     let dispute = event("charge.dispute.created", |o| {
         o["evidence_details"]["due_by"] = (unix_now() as i64 + 3 * 86_400).into();
@@ -278,7 +278,7 @@ fn an_invalid_routing_document_stops_the_cold_start_naming_the_entry() {
 
 #[tokio::test]
 async fn a_slack_channel_that_is_gone_is_a_configuration_error_and_the_message_is_not_retried() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     // Slack's answers for a webhook that no longer works: revoked or disallowed, removed, archived.
@@ -327,7 +327,7 @@ async fn a_slack_channel_that_is_gone_is_a_configuration_error_and_the_message_i
 
 #[tokio::test]
 async fn slack_rate_limiting_is_waited_out_for_its_retry_after_and_the_message_sent_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     // GIVEN Slack answering the first post with 429 and Retry-After: 1
@@ -348,7 +348,7 @@ async fn slack_rate_limiting_is_waited_out_for_its_retry_after_and_the_message_s
 
 #[tokio::test]
 async fn a_slack_retry_after_too_long_to_wait_fails_the_message_for_sqs_to_retry() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     slack.answer_next(SlackAnswer {

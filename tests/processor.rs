@@ -27,7 +27,7 @@ async fn through_the_queue(
 /// The reference a test compares with: each event applied once, in order, on its own tables, with
 /// its own Slack sink.
 async fn applied_once_in_order(events: &[Vec<u8>]) -> (Resources, FakeSlack) {
-    let once = Resources::create();
+    let once = create_resources();
     let once_slack = FakeSlack::start().await.expect("fake slack");
     let once_app = processor_app(&once, Some(&once_slack.url)).await;
     for (i, body) in events.iter().enumerate() {
@@ -42,7 +42,7 @@ async fn applied_once_in_order(events: &[Vec<u8>]) -> (Resources, FakeSlack) {
 
 #[tokio::test]
 async fn every_fixture_through_receiver_queue_and_processor_gives_the_documented_state() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let bodies: Vec<Vec<u8>> = fixture_events().into_iter().map(|(_, b)| b).collect();
@@ -93,7 +93,7 @@ async fn every_fixture_through_receiver_queue_and_processor_gives_the_documented
 
 #[tokio::test]
 async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let history = customer_history(
@@ -152,7 +152,7 @@ async fn each_message_twice_and_a_whole_batch_again_change_nothing_and_notify_on
 /// The four lifecycle events in every order end in the state of the in-order history.
 #[tokio::test]
 async fn the_subscription_lifecycle_in_every_order_ends_in_the_in_order_state() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let tag = format!("life{:06x}", fastrand::u32(..0xffffff));
     // created, updated, invoice.paid, deleted
@@ -238,7 +238,7 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 
 #[tokio::test]
 async fn a_poisoned_message_fails_alone_and_ends_in_the_dlq_after_max_receive_count() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let client = sqs(&sqs_endpoint()).await;
     // GIVEN nine good events and one poisoned message on the real queue
@@ -345,7 +345,7 @@ async fn a_poisoned_message_fails_alone_and_ends_in_the_dlq_after_max_receive_co
 
 #[tokio::test]
 async fn slack_down_retries_the_message_without_rewriting_state_then_notifies_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let body = with_event_id(&fixture("charge.dispute.created"), &unique_event_id());
@@ -379,7 +379,7 @@ async fn slack_down_retries_the_message_without_rewriting_state_then_notifies_on
 
 #[tokio::test]
 async fn credits_are_granted_once_and_a_refund_reverses_them_once_in_either_order() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     for (run, refund_first) in [(0, false), (1, true)] {
         let history = customer_history(
@@ -444,7 +444,7 @@ async fn credits_are_granted_once_and_a_refund_reverses_them_once_in_either_orde
 fn any_interleaving_with_duplicates_ends_in_the_in_order_state_on_dynamodb() {
     use proptest::prelude::*;
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = runtime.block_on(processor_app(&resources, None));
     let state_of = |tag: &str| {
         let state = runtime.block_on(billing_state(&resources));
@@ -524,7 +524,7 @@ fn eventbridge(event: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_same_event_through_both_ingresses_applies_its_effects_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let app = processor_app(&resources, Some(&slack.url)).await;
     let history = customer_history(
@@ -563,7 +563,7 @@ async fn the_same_event_through_both_ingresses_applies_its_effects_once() {
 
 #[tokio::test]
 async fn an_unparseable_message_fails_alone_and_the_rest_of_its_batch_is_handled() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let good = with_event_id(&fixture("invoice.paid"), &unique_event_id());
     let wrapped = eventbridge(&with_event_id(
@@ -594,7 +594,7 @@ async fn fake_stripe_of(history: &[Vec<u8>]) -> stripe_webhooks::fake_stripe::Fa
 #[tokio::test]
 async fn a_thin_event_is_fetched_through_failures_and_applied_once() {
     use stripe_webhooks::fake_stripe::Fault;
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = customer_history(
         &format!("thin{:06x}", fastrand::u32(..0xffffff)),
         1_800_000_000,
@@ -653,7 +653,7 @@ async fn a_thin_event_is_fetched_through_failures_and_applied_once() {
 
 #[tokio::test]
 async fn without_an_api_key_a_thin_event_fails_its_message_and_is_not_lost() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let thin = br#"{"id":"evt_thin_2","object":"v2.core.event","type":"v1.invoice.paid","created":"2027-01-15T08:00:00Z","related_object":{"id":"in_1","type":"invoice","url":"/v1/invoices/in_1"}}"#;
     let good = with_event_id(&fixture("invoice.paid"), &unique_event_id());
@@ -665,7 +665,7 @@ async fn without_an_api_key_a_thin_event_fails_its_message_and_is_not_lost() {
 
 #[tokio::test]
 async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = customer_history(
         &format!("refe{:06x}", fastrand::u32(..0xffffff)),
         1_800_000_000,
@@ -701,7 +701,7 @@ async fn refetch_mode_writes_the_object_as_stripe_has_it_now() {
 
 #[tokio::test]
 async fn markers_notification_records_and_duplicate_counts_expire_after_the_configured_retention() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let slack = FakeSlack::start().await.expect("fake slack");
     let retention: i64 = 45 * 86_400;
     let dedup_ttl: i64 = 40 * 86_400;
@@ -817,7 +817,7 @@ async fn markers_notification_records_and_duplicate_counts_expire_after_the_conf
 
 #[tokio::test]
 async fn an_event_no_handler_acts_on_is_one_conditional_write_of_its_marker_with_its_feed_record() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = processor_app(&resources, None).await;
     let body = with_event_id(&fixture("customer.created"), &unique_event_id());
     let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["id"]
@@ -899,7 +899,7 @@ async fn stripe_that_never_answers() -> String {
 #[tokio::test]
 async fn a_retry_after_longer_than_the_invocation_has_left_fails_that_message_alone_at_once() {
     use stripe_webhooks::fake_stripe::Fault;
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = customer_history(
         &format!("late{:06x}", fastrand::u32(..0xffffff)),
         1_800_000_000,
@@ -957,7 +957,7 @@ async fn batch_with_seconds_left(
 
 #[tokio::test]
 async fn a_stripe_api_that_never_answers_fails_the_fetch_by_the_invocation_deadline() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let base = stripe_that_never_answers().await;
     let app = processor_app_with_stripe(&resources, None, Some(&base)).await;
     // GIVEN a subscription update (re-fetched in refetch mode) and a payment (not fetched)
@@ -981,7 +981,7 @@ async fn a_stripe_api_that_never_answers_fails_the_fetch_by_the_invocation_deadl
 
 #[tokio::test]
 async fn a_redelivered_event_whose_marker_exists_is_not_fetched_again() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = customer_history(
         &format!("mark{:06x}", fastrand::u32(..0xffffff)),
         1_800_000_000,
@@ -1013,7 +1013,7 @@ async fn a_redelivered_event_whose_marker_exists_is_not_fetched_again() {
 
 #[tokio::test]
 async fn connected_account_events_are_fetched_on_behalf_of_their_account() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let history = customer_history(
         &format!("conn{:06x}", fastrand::u32(..0xffffff)),
         1_800_000_000,

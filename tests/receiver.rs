@@ -20,7 +20,7 @@ async fn status(app: &ReceiverApp, request: lambda_http::Request) -> u16 {
 
 #[tokio::test]
 async fn every_fixture_event_is_accepted_and_enqueued_exactly_once_with_its_raw_bytes() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let events = fixture_events();
     assert_eq!(events.len(), 17);
@@ -51,7 +51,7 @@ async fn every_fixture_event_is_accepted_and_enqueued_exactly_once_with_its_raw_
 
 #[tokio::test]
 async fn a_redelivery_with_a_fresh_signature_is_200_without_a_second_message() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let body = with_event_id(&fixture("invoice.payment_failed"), &unique_event_id());
     assert_eq!(
@@ -68,7 +68,7 @@ async fn a_redelivery_with_a_fresh_signature_is_200_without_a_second_message() {
 
 #[tokio::test]
 async fn twenty_concurrent_deliveries_enqueue_once_and_every_other_answer_is_retryable() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let body = with_event_id(&fixture("checkout.session.completed"), &unique_event_id());
     let statuses =
@@ -91,7 +91,7 @@ async fn twenty_concurrent_deliveries_enqueue_once_and_every_other_answer_is_ret
 
 #[tokio::test]
 async fn during_rotation_old_and_new_secrets_are_both_accepted() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let old = "whsec_old_rotation_secret";
     let new = "whsec_new_rotation_secret";
     let app = receiver_app(
@@ -123,7 +123,7 @@ async fn during_rotation_old_and_new_secrets_are_both_accepted() {
 
 #[tokio::test]
 async fn forged_stale_future_and_unsigned_deliveries_are_401_and_leave_no_trace() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let id = unique_event_id();
     let body = with_event_id(&fixture("charge.failed"), &id);
@@ -156,7 +156,7 @@ async fn forged_stale_future_and_unsigned_deliveries_are_401_and_leave_no_trace(
 
 #[tokio::test]
 async fn a_validly_signed_body_that_is_not_an_event_is_400() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     assert_eq!(status(&app, signed_now(b"{\"id\": \"evt_1\",")).await, 400);
     assert_eq!(
@@ -171,7 +171,7 @@ async fn a_validly_signed_body_that_is_not_an_event_is_400() {
 
 #[tokio::test]
 async fn dynamodb_unreachable_is_5xx_and_nothing_is_enqueued() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], UNREACHABLE, &sqs_endpoint()).await;
     let body = with_event_id(&fixture("payment_intent.succeeded"), &unique_event_id());
     let answer = status(&app, signed_now(&body)).await;
@@ -184,7 +184,7 @@ async fn dynamodb_unreachable_is_5xx_and_nothing_is_enqueued() {
 
 #[tokio::test]
 async fn sqs_unreachable_is_5xx_and_unmarked_then_a_retry_enqueues_once() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let id = unique_event_id();
     let body = with_event_id(&fixture("payment_intent.succeeded"), &id);
     // GIVEN SQS is down
@@ -211,7 +211,7 @@ async fn sqs_unreachable_is_5xx_and_unmarked_then_a_retry_enqueues_once() {
 
 #[tokio::test]
 async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     // GIVEN an invoice event of ~700 KB (many line items), beyond SQS's 256 KiB
     let id = unique_event_id();
@@ -244,7 +244,7 @@ async fn an_event_too_large_for_sqs_is_stashed_and_the_processor_reads_it_back()
 
 #[tokio::test]
 async fn the_processor_reports_only_poisoned_messages_from_a_real_queue() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     let client = sqs(&sqs_endpoint()).await;
     let mut ids = HashSet::new();
@@ -276,7 +276,7 @@ async fn the_processor_reports_only_poisoned_messages_from_a_real_queue() {
 
 #[tokio::test]
 async fn a_signed_thin_event_is_enqueued_once_and_applied_once_from_the_stripe_api() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     // GIVEN a subscription update, and Stripe's API serving the subscription as it left it
     let snapshot = with_event_id(
@@ -335,7 +335,7 @@ async fn a_signed_thin_event_is_enqueued_once_and_applied_once_from_the_stripe_a
 #[tokio::test]
 async fn a_connected_accounts_test_mode_event_at_a_live_endpoint_is_200_and_leaves_no_trace() {
     // GIVEN a live Connect endpoint
-    let resources = Resources::create();
+    let resources = create_resources();
     let mut app = receiver_app(&resources, &[SECRET], &dynamodb_endpoint(), &sqs_endpoint()).await;
     app.livemode = Some(true);
     // WHEN Stripe sends it a connected account's test-mode event, signed with the live secret
@@ -374,7 +374,7 @@ fn config_with_allow_list(
 #[tokio::test]
 async fn the_allow_list_written_from_stripes_file_is_read_at_cold_start_and_enforced() {
     use stripe_pipeline::source_ips::{self, SourceIpAllowList};
-    let resources = Resources::create();
+    let resources = create_resources();
     // GIVEN Stripe's ips_webhooks.json, written to the parameter as `stripe-webhooks source-ips put`
     // does
     let parameter = format!("/{}/source-ips", resources.prefix);
@@ -430,7 +430,7 @@ async fn the_allow_list_written_from_stripes_file_is_read_at_cold_start_and_enfo
 async fn a_missing_or_invalid_allow_list_fails_the_cold_start_never_allows_all() {
     use receiver::init::{app_from, InitError};
     use stripe_pipeline::source_ips::SourceIpError;
-    let resources = Resources::create();
+    let resources = create_resources();
     let aws = sdk_config_at(&sqs_endpoint()).await;
     // A parameter that was never written
     let missing = format!("/{}/never-written", resources.prefix);
@@ -485,7 +485,7 @@ fn ending_in(request: lambda_http::Request, secs: u64) -> lambda_http::Request {
 
 #[tokio::test]
 async fn a_queue_that_hangs_past_the_deadline_gets_503_and_the_claim_is_released() {
-    let resources = Resources::create();
+    let resources = create_resources();
     // GIVEN an SQS endpoint that accepts connections and never answers (the SDK's own timeout, 10 s
     // here, is longer than the invocation)
     let hung = black_hole().await;
@@ -512,7 +512,7 @@ async fn a_queue_that_hangs_past_the_deadline_gets_503_and_the_claim_is_released
 
 #[tokio::test]
 async fn a_dedup_table_that_hangs_past_the_deadline_gets_503_and_nothing_is_sent() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let hung = black_hole().await;
     let app = receiver_app(&resources, &[SECRET], &hung, &sqs_endpoint()).await;
     let body = with_event_id(&fixture("invoice.paid"), &unique_event_id());

@@ -83,7 +83,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn the_receiver_under_cargo_lambda_watch_verifies_dedups_and_enqueues_over_http() {
-    let resources = Resources::create();
+    let resources = create_resources();
     let port = free_port();
     let watch = Watch::start(&resources, port);
     let url = format!("http://127.0.0.1:{port}/lambda-url/receiver/webhooks/stripe");

@@ -79,57 +79,31 @@ pub fn ensure_emulators() {
     });
 }
 
-/// The tables and queues of one test, created from template.yaml with a unique prefix.
-#[derive(Debug, Clone)]
-pub struct Resources {
-    pub prefix: String,
-    pub dedup_table: String,
-    pub billing_table: String,
-    pub event_queue_url: String,
-    pub dead_letter_queue_url: String,
+pub use stripe_pipeline::testing::resources::Resources;
+use stripe_pipeline::testing::resources::ResourcesPy;
+
+/// `infra/resources.py` of this checkout, against the emulators.
+fn resources_script() -> ResourcesPy {
+    ResourcesPy::new(&repo_root())
+        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
+        .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint())
 }
 
 /// Runs `infra/resources.py` with `args` against the emulators; its JSON output (pass `--json`).
 pub fn resources_py(args: &[&str]) -> serde_json::Value {
-    let output = Command::new(python())
-        .arg(repo_root().join("infra/resources.py"))
-        .args(args)
-        .env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_endpoint())
-        .env("AWS_ENDPOINT_URL_SQS", sqs_endpoint())
-        .output()
-        .expect("run infra/resources.py");
-    assert!(
-        output.status.success(),
-        "resources.py {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("resources.py prints JSON")
+    resources_script()
+        .run(args)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Resources {
-    pub fn create() -> Self {
-        ensure_emulators();
-        let prefix = format!("it{:08x}", fastrand::u32(..));
-        let created = resources_py(&["create", "--prefix", &prefix, "--json"]);
-        let field = |name: &str| {
-            created[name]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name} missing from resources.py output"))
-                .to_owned()
-        };
-        Self {
-            prefix,
-            dedup_table: field("DEDUP_TABLE_NAME"),
-            billing_table: field("BILLING_TABLE_NAME"),
-            event_queue_url: field("EVENT_QUEUE_URL"),
-            dead_letter_queue_url: field("DEAD_LETTER_QUEUE_URL"),
-        }
-    }
-}
-
-/// The venv's python when `make test` put it first on PATH, else the system one.
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+/// The tables and queues of one test, created from template.yaml with a unique prefix (the
+/// emulators started first if they are not running).
+pub fn create_resources() -> Resources {
+    ensure_emulators();
+    let prefix = format!("it{:08x}", fastrand::u32(..));
+    resources_script()
+        .create(&prefix)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub async fn sdk_config() -> aws_config::SdkConfig {

@@ -11,7 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_dynamodb::types::{AttributeValue, IndexStatus, ProjectionType, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
-use integration_tests::{dynamodb, dynamodb_endpoint, repo_root, sqs, sqs_endpoint, Resources};
+use integration_tests::{
+    create_resources, dynamodb, dynamodb_endpoint, repo_root, sqs, sqs_endpoint,
+};
 use serde_norway::Value;
 use stripe_pipeline::{
     billing::{self, feed},

@@ -7,7 +7,7 @@ use super::*;
 async fn emulator_tables_match_the_template() {
     // GIVEN the tables resources.py creates from template.yaml
     let template = Template::load();
-    let resources = Resources::create();
+    let resources = create_resources();
     let created = BTreeMap::from([
         ("DedupTable".to_owned(), resources.dedup_table.clone()),
         ("BillingTable".to_owned(), resources.billing_table.clone()),
@@ -139,7 +139,7 @@ async fn emulator_tables_match_the_template() {
 async fn emulator_queues_match_the_template() {
     // GIVEN the queues resources.py creates from template.yaml
     let template = Template::load();
-    let resources = Resources::create();
+    let resources = create_resources();
     let created = BTreeMap::from([
         ("EventQueue".to_owned(), resources.event_queue_url.clone()),
         (
@@ -362,7 +362,7 @@ fn billing_table_has_the_feed_index_and_ttl_the_code_uses() {
 #[tokio::test]
 async fn emulator_billing_table_serves_the_feed_index_newest_first() {
     // GIVEN the billing table resources.py creates
-    let resources = Resources::create();
+    let resources = create_resources();
     let client = dynamodb(&dynamodb_endpoint()).await;
     let table = client
         .describe_table()

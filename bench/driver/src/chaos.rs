@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     proxy::{FaultPlan, FaultProxy},
-    wiring::{self, ProcessorApp, ReceiverApp, Resources, SECRET},
+    wiring::{self, ProcessorApp, ReceiverApp, SECRET},
     Error,
 };
 
@@ -163,7 +163,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
 
     // The reference: each history shape applied once, in order, without faults.
     eprintln!("chaos: reference run (each history shape once, in order, no faults)");
-    let reference_resources = Resources::create(&format!("chaosref{run_id}"))?;
+    let reference_resources = wiring::create_resources(&format!("chaosref{run_id}"))?;
     let reference_slack = FakeSlack::start().await?;
     let reference_app = wiring::processor_app(
         &config,
@@ -193,10 +193,10 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
             .count();
         reference_notifications.insert(refund, required);
     }
-    reference_resources.delete();
+    wiring::delete_resources(&reference_resources);
 
     // The run's tables and queues, and the proxies in front of the emulators.
-    let resources = Resources::create(&format!("chaos{run_id}"))?;
+    let resources = wiring::create_resources(&format!("chaos{run_id}"))?;
     sqs.set_queue_attributes()
         .queue_url(&resources.event_queue_url)
         .attributes(
@@ -557,7 +557,7 @@ pub async fn run(options: ChaosOptions) -> Result<bool, Error> {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
     }
     if ok {
-        resources.delete();
+        wiring::delete_resources(&resources);
     } else {
         eprintln!(
             "chaos: tables and queues kept for inspection (prefix {})",

@@ -19,7 +19,7 @@ use stripe_pipeline::{
 
 use crate::{
     proxy::{FaultPlan, FaultProxy, OperationCount},
-    wiring::{self, Resources, SECRET},
+    wiring::{self, SECRET},
     Error,
 };
 
@@ -81,7 +81,7 @@ pub async fn run(results: &str, customers: usize) -> Result<bool, Error> {
     stripe_pipeline::telemetry::init();
     let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
     let config = wiring::sdk_config().await;
-    let resources = Resources::create(&format!("cost{run_id}"))?;
+    let resources = wiring::create_resources(&format!("cost{run_id}"))?;
     let ddb = FaultProxy::start(&wiring::dynamodb_endpoint(), FaultPlan::default(), true).await?;
     let sqs = FaultProxy::start(&wiring::sqs_endpoint(), FaultPlan::default(), true).await?;
     let receiver = wiring::receiver_app(&config, &resources, &ddb.url, &sqs.url).await?;
@@ -231,6 +231,6 @@ pub async fn run(results: &str, customers: usize) -> Result<bool, Error> {
         serde_json::to_string_pretty(&result)?,
     )?;
     eprintln!("cost: {result}");
-    resources.delete();
+    wiring::delete_resources(&resources);
     Ok(processed == events)
 }

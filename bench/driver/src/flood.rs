@@ -17,7 +17,7 @@ use stripe_pipeline::signature::{sign, unix_now, SigningSecret};
 
 use crate::{
     proxy::{FaultPlan, FaultProxy, RequestCounts},
-    wiring::{self, Resources, SECRET},
+    wiring::{self, SECRET},
     Error,
 };
 
@@ -186,7 +186,7 @@ pub async fn run(results: &str, scale: f64) -> Result<bool, Error> {
     stripe_pipeline::telemetry::init();
     let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
     let config = wiring::sdk_config().await;
-    let resources = Resources::create(&format!("flood{run_id}"))?;
+    let resources = wiring::create_resources(&format!("flood{run_id}"))?;
     let ddb = FaultProxy::start(&wiring::dynamodb_endpoint(), FaultPlan::default(), true).await?;
     let sqs = FaultProxy::start(&wiring::sqs_endpoint(), FaultPlan::default(), true).await?;
     let mut app = wiring::receiver_app(&config, &resources, &ddb.url, &sqs.url).await?;
@@ -273,6 +273,6 @@ pub async fn run(results: &str, scale: f64) -> Result<bool, Error> {
         format!("{results}/flood.json"),
         serde_json::to_string_pretty(&result)?,
     )?;
-    resources.delete();
+    wiring::delete_resources(&resources);
     Ok(passed)
 }

@@ -2,7 +2,7 @@
 //! fault proxy in front of them), plus what the Lambda service would do around them: tables and queues
 //! made from `template.yaml`. The Slack stand-in is `stripe_pipeline::testing::slack::FakeSlack`.
 
-use std::process::Command;
+use std::path::Path;
 
 use crate::Error;
 use stripe_pipeline::{
@@ -26,58 +26,18 @@ pub fn sqs_endpoint() -> String {
     std::env::var("AWS_ENDPOINT_URL_SQS").unwrap_or_else(|_| "http://127.0.0.1:5050".into())
 }
 
-/// Tables and queues of one run, created from template.yaml by `infra/resources.py`.
-#[derive(Debug, Clone)]
-pub struct Resources {
-    /// Name prefix.
-    pub prefix: String,
-    /// The dedup table.
-    pub dedup_table: String,
-    /// The billing table.
-    pub billing_table: String,
-    /// The event queue.
-    pub event_queue_url: String,
-    /// Its dead-letter queue.
-    pub dead_letter_queue_url: String,
+pub use stripe_pipeline::testing::resources::Resources;
+use stripe_pipeline::testing::resources::ResourcesPy;
+
+/// Creates one run's tables and queues from template.yaml (`infra/resources.py`, run from the
+/// repository root as `make bench` runs, against the emulators the environment names).
+pub fn create_resources(prefix: &str) -> Result<Resources, Error> {
+    Ok(ResourcesPy::new(Path::new(".")).create(prefix)?)
 }
 
-impl Resources {
-    /// Creates them with `prefix` (run from the repository root).
-    pub fn create(prefix: &str) -> Result<Self, Error> {
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let output = Command::new(python)
-            .args(["infra/resources.py", "create", "--prefix", prefix, "--json"])
-            .output()?;
-        if !output.status.success() {
-            return Err(format!(
-                "infra/resources.py create failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-            .into());
-        }
-        let created: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-        let field = |name: &str| -> Result<String, Error> {
-            created[name]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| format!("{name} missing from resources.py output").into())
-        };
-        Ok(Self {
-            prefix: prefix.to_owned(),
-            dedup_table: field("DEDUP_TABLE_NAME")?,
-            billing_table: field("BILLING_TABLE_NAME")?,
-            event_queue_url: field("EVENT_QUEUE_URL")?,
-            dead_letter_queue_url: field("DEAD_LETTER_QUEUE_URL")?,
-        })
-    }
-
-    /// Deletes them (best effort).
-    pub fn delete(&self) {
-        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        let _ = Command::new(python)
-            .args(["infra/resources.py", "delete", "--prefix", &self.prefix])
-            .output();
-    }
+/// Deletes them (best effort).
+pub fn delete_resources(resources: &Resources) {
+    ResourcesPy::new(Path::new(".")).delete(resources);
 }
 
 /// The SDK configuration the functions use (`load_aws_config`: their timeouts and retries).

@@ -2,9 +2,11 @@
 //! refund, as consistent events built from the fixtures (whose ids do not line up on their own).
 //! Shared by the unit property tests and the integration tests so both check the same histories.
 //! Also [`LogCapture`], the functions' log lines as a test sees them; [`billing_state`], the billing
-//! table as the tests and the chaos suite compare it; and [`slack::FakeSlack`], a Slack webhook that
-//! records what it accepts.
+//! table as the tests and the chaos suite compare it; [`resources::Resources`], a run's tables and
+//! queues made from the template; and [`slack::FakeSlack`], a Slack webhook that records what it
+//! accepts.
 
+pub mod resources;
 pub mod slack;
 
 use serde_json::{json, Value};
