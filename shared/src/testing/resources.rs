@@ -46,12 +46,20 @@ impl ResourcesPy {
         self
     }
 
-    /// Runs the script with `args`; its JSON output (`--json`), or why it failed.
-    pub fn run(&self, args: &[&str]) -> Result<serde_json::Value, String> {
-        let output = Command::new(&self.python)
+    /// The script with `args`, ready to run.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.python);
+        command
             .arg(&self.script)
             .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs the script with `args`; its JSON output (`--json`), or why it failed.
+    pub fn run(&self, args: &[&str]) -> Result<serde_json::Value, String> {
+        let output = self
+            .command(args)
             .output()
             .map_err(|e| format!("could not run {}: {e}", self.script.display()))?;
         if !output.status.success() {
@@ -84,10 +92,8 @@ impl ResourcesPy {
 
     /// Deletes them (best effort: a leftover table only costs the emulator memory).
     pub fn delete(&self, resources: &Resources) {
-        let _ = Command::new(&self.python)
-            .arg(&self.script)
-            .args(["delete", "--prefix", &resources.prefix])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+        let _ = self
+            .command(&["delete", "--prefix", &resources.prefix])
             .output();
     }
 }
