@@ -308,8 +308,9 @@ def coldstart_section():
     if sizes and sizes.get("sizes"):
         lines += [
             "Deployment packages: `cargo lambda build --release --arm64 --output-format zip` (cross-built",
-            "with zig), the workspace release profile (thin LTO, one codegen unit, stripped, `panic =",
-            "\"unwind\"`).",
+            "with zig), the workspace release profile: `opt-level = \"z\"` with fat LTO, except the crates of",
+            "the signature check and the envelope parse at opt-level 3 (see `Cargo.toml`), one codegen",
+            "unit, stripped, `panic = \"unwind\"`.",
             "",
             "| function | zip | unzipped |",
             "| --- | ---: | ---: |",
@@ -318,8 +319,63 @@ def coldstart_section():
             FIGURES[f"{name}_zip_mb"] = z["zip"] / 1e6
             lines.append(f"| {name} | {z['zip'] / 1e6:.2f} MB | {z['unzipped'] / 1e6:.2f} MB |")
         lines.append("")
+        lines += size_profile_lines()
     elif "size" in (load("stages.txt") or ""):
         lines += ["The arm64 zip build failed in this run (see `size-build.log`).", ""]
+    return lines
+
+
+# Loaded sections grouped by what they hold (`size -A` names), in the order the table shows them.
+SECTION_GROUPS = [
+    ("code (`.text`)", (".text",)),
+    ("read-only data (`.rodata`)", (".rodata",)),
+    ("unwind tables (`.eh_frame`, `.eh_frame_hdr`, `.gcc_except_table`)", (".eh_frame", ".eh_frame_hdr", ".gcc_except_table")),
+    ("relocations and relocated data (`.rela.dyn`, `.data.rel.ro`)", (".rela.dyn", ".data.rel.ro")),
+]
+
+
+def size_profile_lines():
+    """What the arm64 binaries are made of: loaded sections, then their symbols' bytes by crate."""
+    prof = load("size-profile.json")
+    if not prof:
+        return []
+    names = [n for n in ("receiver", "processor") if n in prof]
+    lines = [
+        "What the binaries are made of (`bench/size_profile.py`, on the same build with its symbol table):",
+        "the sections the stripped binary keeps, then the bytes of its named symbols by crate, a",
+        "generic's instantiation counted for the crate whose types it is instantiated with.",
+        "",
+        "| section | " + " | ".join(names) + " |",
+        "| --- | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    totals = {n: sum(prof[n]["sections"].values()) for n in names}
+    grouped = set()
+    for label, sections in SECTION_GROUPS:
+        grouped.update(sections)
+        cells = []
+        for n in names:
+            b = sum(prof[n]["sections"].get(x, 0) for x in sections)
+            FIGURES.setdefault(f"{n}_section_share", {})[label] = b / totals[n]
+            cells.append(f"{b / 1e6:.2f} MB ({b / totals[n]:.0%})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rest = [sum(b for x, b in prof[n]["sections"].items() if x not in grouped) for n in names]
+    lines.append("| everything else | " + " | ".join(f"{b / 1e6:.2f} MB" for b in rest) + " |")
+    lines.append("| **loaded, total** | " + " | ".join(f"**{totals[n] / 1e6:.2f} MB**" for n in names) + " |")
+    lines += ["", "| crate (symbol bytes) | " + " | ".join(names) + " |",
+              "| --- | " + " | ".join("---:" for _ in names) + " |"]
+    shares = {n: {c["name"]: c for c in prof[n]["crates"]} for n in names}
+    order = []
+    for n in names:
+        order += [c["name"] for c in prof[n]["crates"][:12] if c["name"] not in order]
+    for crate in order:
+        cells = [f"{shares[n][crate]['bytes'] / 1e3:,.0f} kB ({shares[n][crate]['share']:.0%})" if crate in shares[n] else "—"
+                 for n in names]
+        shown = crate if " " in crate else f"`{crate}`"
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
+    for n in names:
+        sdk = sum(c["share"] for c in prof[n]["crates"] if c["name"].startswith(("aws_", "h2", "hyper", "rustls")))
+        FIGURES[f"{n}_sdk_stack_share"] = sdk
+    lines.append("")
     return lines
 
 

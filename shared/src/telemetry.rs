@@ -97,6 +97,36 @@ pub fn init() {
         .unwrap_or(LevelFilter::INFO);
     tracing::subscriber::set_global_default(json_lines(log_filter(level), std::io::stdout))
         .unwrap_or_else(|_| eprintln!("a log subscriber was already installed"));
+    log_panics();
+}
+
+/// Replaces the default panic message on stderr with one JSON line like every other: `outcome`
+/// `panicked`, the panic's message and where it happened.
+///
+/// The functions' release profile is `panic = "abort"` (smaller zips, see `Cargo.toml`), so after this
+/// line the process ends: Lambda fails the invocation (`Runtime.ExitError`) and starts a fresh
+/// environment for the next one. What that does to a delivery is what a reported error does: the
+/// receiver's caller gets a 5xx and Stripe retries; the processor's whole batch returns to the queue,
+/// where the exactly-once markers keep the retried events from applying twice.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(not a string)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            outcome = "panicked",
+            panic = message,
+            location = location.as_str(),
+            "the function panicked; the process ends and Lambda starts a new one"
+        );
+    }));
 }
 
 /// The functions' log subscriber: one [`JsonLine`] per event through `filter`, written to `writer`.
@@ -342,6 +372,30 @@ mod tests {
         let capture = crate::testing::LogCapture::start();
         f();
         capture.lines()
+    }
+
+    #[test]
+    fn a_panic_is_one_json_line_with_its_message_and_where_it_happened() {
+        let lines = lines_of(|| {
+            log_panics();
+            let caught = std::panic::catch_unwind(|| {
+                let n = std::hint::black_box(3);
+                panic!("ledger out of balance by {n} cents");
+            });
+            // Back to the default hook before anything else can panic in this test binary.
+            let _ = std::panic::take_hook();
+            assert!(caught.is_err());
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "ERROR");
+        assert_eq!(line["outcome"], "panicked");
+        assert_eq!(line["panic"], "ledger out of balance by 3 cents");
+        let location = line["location"].as_str().unwrap_or_default();
+        assert!(
+            location.starts_with("shared/src/telemetry.rs:"),
+            "{location}"
+        );
     }
 
     #[test]
