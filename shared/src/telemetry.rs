@@ -97,11 +97,11 @@ pub fn init() {
         .unwrap_or(LevelFilter::INFO);
     tracing::subscriber::set_global_default(json_lines(log_filter(level), std::io::stdout))
         .unwrap_or_else(|_| eprintln!("a log subscriber was already installed"));
-    log_panics();
 }
 
 /// Replaces the default panic message on stderr with one JSON line like every other: `outcome`
-/// `panicked`, the panic's message and where it happened.
+/// `panicked`, the panic's message and where it happened. Both functions install it at start, after
+/// [`init`].
 ///
 /// The functions' release profile is `panic = "abort"` (smaller zips, see `Cargo.toml`), so after this
 /// line the process ends: Lambda fails the invocation (`Runtime.ExitError`) and starts a fresh

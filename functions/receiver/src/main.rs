@@ -8,6 +8,7 @@ use stripe_pipeline::{config::load_aws_config, telemetry};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init();
+    telemetry::log_panics();
     let aws = load_aws_config().await;
     let app = receiver::init::app(&aws).await?;
     let app = &app;
