@@ -4,6 +4,7 @@
 the top symbols, as JSON for bench/report.py.
 
 Usage: perf script -i perf.data -F pid,tid,ip,sym,dso | bench/profile.py receiver bench-noop-http > profile.json
+       bench/profile.py --sizes receiver=path/to/bootstrap processor=path/to/bootstrap > size-profile.json
 
 A process is the named binary's when any of its samples is in that binary (its main thread's name
 would not do: tokio's worker threads are all `tokio-runtime-w`); every sample of such a process counts,
@@ -13,11 +14,19 @@ Components are named from the demangled symbol's crates (the first crate named i
 core/alloc/std, so `<hyper::... as tower::Service>::call` counts as hyper) and, for code outside the
 binary, from the shared object: the kernel (system calls, the network stack, page faults), libc
 (malloc, memcpy). A stripped binary has no symbols: its samples count as "binary (no symbols)".
+
+With `--sizes`, what release binaries are made of instead: their loaded sections (`size -A`) and
+their symbols' bytes by crate (`nm --print-size -C`), by the same crate rule, so a generic's code is
+charged to the crate that instantiates it with its types (`core::ptr::drop_in_place<aws_sdk_sqs::..>`
+is aws_sdk_sqs's). The binaries must keep their symbol table (`CARGO_PROFILE_RELEASE_STRIP=false`);
+what ships is the same build stripped, so the sections are what the zip compresses. Symbols without a
+crate path (ring's assembly and C, libc's start-up code) count as "C and assembly".
 """
 
 import collections
 import json
 import re
+import subprocess
 import sys
 
 # Crate prefixes grouped into what they do for a webhook.
@@ -38,6 +47,13 @@ COMPONENTS = [
 # A path's first segment: at the start, or after `<`, a space, `(`, `&`, `,`, `[` or `*`.
 CRATE = re.compile(r"(?:^|[<\s(&,\[*])([a-z_][a-z0-9_]*)::")
 
+STD = ("core", "alloc", "std")
+
+
+def crates_of(sym):
+    """The crates a demangled symbol names, std's left out unless it names nothing else."""
+    return [c for c in CRATE.findall(sym) if c not in STD] or CRATE.findall(sym)
+
 
 def component(dso, sym):
     if "kernel" in dso or dso.startswith("[") and dso != "[unknown]":
@@ -46,7 +62,7 @@ def component(dso, sym):
         return "libc (malloc/free, memcpy)"
     if not sym or sym == "[unknown]":
         return "binary (no symbols)"
-    crates = [c for c in CRATE.findall(sym) if c not in ("core", "alloc", "std")] or CRATE.findall(sym)
+    crates = crates_of(sym)
     for name, prefixes in COMPONENTS:
         for crate in crates[:1]:
             path = sym[sym.find(crate):]
@@ -96,5 +112,62 @@ def main():
     json.dump(out, sys.stdout, indent=2)
 
 
+# `nm` lines: "<address> <size> <type> <name>" (undefined symbols have no address or size).
+SYMBOL = re.compile(r"^([0-9a-f]+) ([0-9a-f]+) (\w) (.*)$")
+# Crate families shown as one row: the smithy runtime is one thing to a reader, each service is not.
+FAMILIES = ("aws_smithy",)
+
+
+def size_crate(sym):
+    crates = crates_of(sym)
+    if not crates:
+        return "C and assembly (ring, libc start-up)"
+    crate = crates[0]
+    for family in FAMILIES:
+        if crate.startswith(family):
+            return family + "_*"
+    return "Rust std/core/alloc" if crate in STD else crate
+
+
+def loaded_sections(path):
+    """Sections mapped at run time (a non-zero address): what the stripped binary keeps."""
+    out = subprocess.run(["size", "-A", path], capture_output=True, text=True, check=True).stdout
+    sections = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit() and int(parts[2]) != 0:
+            sections[parts[0]] = int(parts[1])
+    return sections
+
+
+def crate_bytes(path):
+    """Bytes of code, read-only and writable data by crate."""
+    out = subprocess.run(["nm", "--print-size", "-C", path], capture_output=True, text=True, check=True).stdout
+    sizes = collections.Counter()
+    for line in out.splitlines():
+        match = SYMBOL.match(line)
+        if match and match.group(3).lower() in "tdrbv":
+            sizes[size_crate(match.group(4))] += int(match.group(2), 16)
+    return sizes
+
+
+def sizes(binaries):
+    out = {}
+    for arg in binaries:
+        name, path = arg.split("=", 1)
+        sections = loaded_sections(path)
+        crates = crate_bytes(path)
+        total = sum(crates.values())
+        out[name] = {
+            "sections": dict(sorted(sections.items(), key=lambda kv: -kv[1])),
+            "symbol_bytes": total,
+            "crates": [{"name": c, "bytes": n, "share": n / total} for c, n in crates.most_common(15)],
+        }
+    json.dump(out, sys.stdout, indent=2)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--sizes"]:
+        sizes(sys.argv[2:])
+    else:
+        main()

@@ -38,15 +38,15 @@ def ratio(a, b):
     return f"{a / b:,.1f}×" if b else "—"
 
 
+def criterion_estimate(group, payload):
+    """Criterion's estimate of the median: `point_estimate` and its 95% `confidence_interval`."""
+    estimates = load(f"criterion/{group}/{payload}/new/estimates.json")
+    return estimates["median"] if estimates else None
+
+
 def criterion_median(group, payload):
-    estimates = load(f"criterion/{group}/{payload}/new/estimates.json")
-    return estimates["median"]["point_estimate"] if estimates else None
-
-
-def criterion_bound(group, payload, bound):
-    """One end (`lower_bound`, `upper_bound`) of criterion's 95% confidence interval of the median."""
-    estimates = load(f"criterion/{group}/{payload}/new/estimates.json")
-    return estimates["median"]["confidence_interval"][bound]
+    estimate = criterion_estimate(group, payload)
+    return estimate["point_estimate"] if estimate else None
 
 
 def machine_section(machine):
@@ -100,9 +100,10 @@ def verification_section():
         p: criterion_median("verify", p) / criterion_median("hmac_sha256", p) for p in ("3kb", "100kb")
     }
     FIGURES["verify_over_hmac_3kb"] = overhead["3kb"]
+    verify, hmac = (criterion_estimate(g, "3kb")["confidence_interval"] for g in ("verify", "hmac_sha256"))
     FIGURES["verify_over_hmac_3kb_interval"] = (
-        criterion_bound("verify", "3kb", "lower_bound") / criterion_bound("hmac_sha256", "3kb", "upper_bound"),
-        criterion_bound("verify", "3kb", "upper_bound") / criterion_bound("hmac_sha256", "3kb", "lower_bound"),
+        verify["lower_bound"] / hmac["upper_bound"],
+        verify["upper_bound"] / hmac["lower_bound"],
     )
     FIGURES["rust_ns_3kb"] = {g: criterion_median(g, "3kb") for g in ("verify", "verify_and_parse", "hmac_sha256")}
     if node:
@@ -352,11 +353,12 @@ def coldstart_section():
 
 
 # Loaded sections grouped by what they hold (`size -A` names), in the order the table shows them.
+# Each group's share of the loaded bytes is recorded as FIGURES["<binary>_<key>_share"].
 SECTION_GROUPS = [
-    ("code (`.text`)", (".text",)),
-    ("read-only data (`.rodata`)", (".rodata",)),
-    ("unwind tables (`.eh_frame`, `.eh_frame_hdr`, `.gcc_except_table`)", (".eh_frame", ".eh_frame_hdr", ".gcc_except_table")),
-    ("relocations and relocated data (`.rela.dyn`, `.data.rel.ro`)", (".rela.dyn", ".data.rel.ro")),
+    ("code", "code (`.text`)", (".text",)),
+    ("rodata", "read-only data (`.rodata`)", (".rodata",)),
+    ("unwind", "unwind tables (`.eh_frame`, `.eh_frame_hdr`, `.gcc_except_table`)", (".eh_frame", ".eh_frame_hdr", ".gcc_except_table")),
+    ("relocations", "relocations and relocated data (`.rela.dyn`, `.data.rel.ro`)", (".rela.dyn", ".data.rel.ro")),
 ]
 
 
@@ -367,7 +369,7 @@ def size_profile_lines():
         return []
     names = [n for n in ("receiver", "processor") if n in prof]
     lines = [
-        "What the binaries are made of (`bench/size_profile.py`, on the same build with its symbol table):",
+        "What the binaries are made of (`bench/profile.py --sizes`, on the same build with its symbol table):",
         "the sections the stripped binary keeps, then the bytes of its named symbols by crate, a",
         "generic's instantiation counted for the crate whose types it is instantiated with.",
         "",
@@ -376,12 +378,12 @@ def size_profile_lines():
     ]
     totals = {n: sum(prof[n]["sections"].values()) for n in names}
     grouped = set()
-    for label, sections in SECTION_GROUPS:
+    for key, label, sections in SECTION_GROUPS:
         grouped.update(sections)
         cells = []
         for n in names:
             b = sum(prof[n]["sections"].get(x, 0) for x in sections)
-            FIGURES.setdefault(f"{n}_section_share", {})[label] = b / totals[n]
+            FIGURES[f"{n}_{key}_share"] = b / totals[n]
             cells.append(f"{b / 1e6:.2f} MB ({b / totals[n]:.0%})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     rest = [sum(b for x, b in prof[n]["sections"].items() if x not in grouped) for n in names]
@@ -764,7 +766,7 @@ def misses_lines():
             "directory of certificates (`SSL_CERT_FILE`, `SSL_CERT_DIR`), so each root is read twice.")
     over = [n for n in ("receiver", "processor") if f.get(f"{n}_zip_mb", 0) > 2.7]
     if over:
-        unwind = max(f.get(f"{n}_section_share", {}).get(SECTION_GROUPS[2][0], 0) for n in over)
+        unwind = max(f.get(f"{n}_unwind_share", 0) for n in over)
         stack = max(f.get(f"{n}_sdk_stack_share", 0) for n in over)
         lines.append(
             f"- **Zips**: {' and '.join(over)} over 2.7 MB. In *What the binaries are made of*, the unwind "

@@ -9,7 +9,7 @@
 #   coldstart  init time of each function against a local Runtime API, next to a hello-world binary
 #   cost       DynamoDB/SQS requests and sizes per event, priced per million events
 #   size       release arm64 zips (cargo lambda build --release --arm64 --output-format zip), and what
-#              the binaries are made of (sections, bytes by crate: bench/size_profile.py)
+#              the binaries are made of (sections, bytes by crate: bench/profile.py --sizes)
 #   flood      receiver CPU per refused request (no, malformed or forged signature, over the size
 #              limit, wrong method or path) beside an accepted one; refusals must call no DynamoDB/SQS
 # Knobs: BENCH_LOAD_EVENTS (unique events per receiver, 3000), BENCH_CONCURRENCY (16),
@@ -140,10 +140,10 @@ for name in ("receiver", "processor", "bench-hello"):
 print(json.dumps({"arch": "arm64", "sizes": sizes}))
 PY
     # The same build keeping its symbol table, for what the binaries are made of (sections, bytes by
-    # crate: bench/size_profile.py). Only the final links are redone.
+    # crate: bench/profile.py --sizes). Only the final links are redone.
     if CARGO_PROFILE_RELEASE_STRIP=false cargo lambda build --release --arm64 --lambda-dir "$RESULTS/unstripped" \
       --bin receiver --bin processor >>"$RESULTS/size-build.log" 2>&1; then
-      python3 bench/size_profile.py receiver="$RESULTS/unstripped/receiver/bootstrap" \
+      python3 bench/profile.py --sizes receiver="$RESULTS/unstripped/receiver/bootstrap" \
         processor="$RESULTS/unstripped/processor/bootstrap" >"$RESULTS/size-profile.json"
       rm -rf "$RESULTS/unstripped"
     fi
